@@ -1,0 +1,218 @@
+"""ReconstructionLoss: SSIM against scikit-image, L1, weights, and every LPIPS path."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from skimage.metrics import structural_similarity
+
+from maskad_core import losses
+from maskad_core.losses import (
+    DEFAULT_L1_WEIGHT,
+    DEFAULT_LPIPS_WEIGHT,
+    DEFAULT_SSIM_WEIGHT,
+    LPIPSUnavailableError,
+    LPIPSUnavailableWarning,
+    ReconstructionLoss,
+    alexnet_weights_path,
+    ssim_window_size,
+)
+
+
+@pytest.fixture
+def empty_hub(tmp_path, monkeypatch):
+    """A torch hub folder without AlexNet weights, downloads off, the once-only warning re-armed."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    monkeypatch.delenv(losses.DOWNLOAD_ENV_VAR, raising=False)
+    monkeypatch.setattr(losses, "_warned_lpips_unavailable", False)
+    assert not alexnet_weights_path().exists()
+    assert str(alexnet_weights_path()).startswith(str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture
+def hub_with_alexnet(empty_hub):
+    """The hub folder holding a random AlexNet state_dict of the real shapes."""
+    torch.manual_seed(0)
+    path = alexnet_weights_path()
+    path.parent.mkdir(parents=True)
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(), path)
+    return path
+
+
+def _pair(shape=(2, 3, 32, 32), seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    target = torch.rand(shape, generator=generator)
+    recon = (target + 0.2 * torch.randn(shape, generator=generator)).clamp(0, 1)
+    return recon, target
+
+
+def test_defaults_are_exposed_and_documented():
+    assert (DEFAULT_SSIM_WEIGHT, DEFAULT_L1_WEIGHT) == (1.0, 1.0)
+    assert 0 < DEFAULT_LPIPS_WEIGHT < DEFAULT_L1_WEIGHT
+    assert "DEFAULT_LPIPS_WEIGHT" in losses.__doc__
+
+
+@pytest.mark.parametrize(
+    "height, width, expected", [(224, 224, 11), (32, 16, 11), (10, 16, 9), (8, 8, 7), (3, 5, 3)]
+)
+def test_ssim_window_size_fits_small_images(height, width, expected):
+    assert ssim_window_size(height, width) == expected
+
+
+def test_ssim_window_size_rejects_tiny_images():
+    with pytest.raises(ValueError, match="at least 3x3.*2x8"):
+        ssim_window_size(2, 8)
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-7), (torch.float32, 1e-5)])
+def test_ssim_component_matches_skimage(dtype, tolerance):
+    # Same window (Gaussian sigma 1.5, 11 px, skimage's truncate 3.5), population covariance and
+    # data_range: both average the SSIM map over the valid interior, so they agree up to rounding
+    # (float32 accumulation over 11x11 windows: ~1e-6; pytorch-msssim builds its window in float32).
+    recon, target = _pair((1, 3, 32, 32))
+    loss = ReconstructionLoss(lpips="off")
+    _, components = loss(recon.to(dtype), target.to(dtype))
+    reference = structural_similarity(
+        target[0].permute(1, 2, 0).double().numpy(), recon[0].permute(1, 2, 0).double().numpy(),
+        gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0,
+        channel_axis=2,
+    )
+    assert components["ssim"] == pytest.approx(1.0 - reference, abs=tolerance)
+    assert 0.05 < components["ssim"] < 1.0  # a real difference, not a trivial agreement at 0
+
+
+def test_components_total_and_gradient():
+    recon, target = _pair()
+    recon.requires_grad_(True)
+    loss = ReconstructionLoss(ssim_weight=2.0, l1_weight=3.0, lpips_weight=5.0, lpips="off")
+    total, components = loss(recon, target)
+    assert set(components) == {"ssim", "l1", "lpips", "total"}
+    assert components["l1"] == pytest.approx(float((recon - target).abs().mean().detach()), rel=1e-6)
+    assert components["lpips"] == 0.0
+    assert components["total"] == pytest.approx(2.0 * components["ssim"] + 3.0 * components["l1"],
+                                                rel=1e-6)
+    assert total.ndim == 0 and total.item() == pytest.approx(components["total"])
+    total.backward()
+    assert recon.grad is not None and recon.grad.abs().sum() > 0
+
+
+def test_identical_images_cost_nothing_on_tiny_inputs():
+    target = torch.rand(2, 3, 8, 8)
+    total, components = ReconstructionLoss(lpips="off")(target.clone(), target)
+    assert float(total) == pytest.approx(0.0, abs=1e-6)
+    assert components["ssim"] == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"lpips": "maybe"}, "lpips must be one of"), ({"l1_weight": -1.0}, "l1_weight"),
+     ({"ssim_weight": float("nan")}, "ssim_weight")],
+)
+def test_bad_arguments_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ReconstructionLoss(**{"lpips": "off", **kwargs})
+
+
+def test_shape_mismatch_raises():
+    with pytest.raises(ValueError, match=r"\(2, 3, 8, 8\) and \(2, 3, 8, 9\)"):
+        ReconstructionLoss(lpips="off")(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 9))
+
+
+def test_lpips_off_never_loads(hub_with_alexnet, monkeypatch):
+    monkeypatch.setattr(losses, "build_lpips", lambda: pytest.fail("LPIPS loaded with lpips='off'"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss = ReconstructionLoss(lpips="off")
+    assert not loss.lpips_active and "off" in loss.lpips_reason
+    assert loss.lpips_net is None
+
+
+def test_lpips_auto_without_weights_warns_once_and_continues(empty_hub, capsys):
+    with pytest.warns(LPIPSUnavailableWarning, match=str(alexnet_weights_path())):
+        loss = ReconstructionLoss(lpips="auto")
+    assert not loss.lpips_active
+    assert str(alexnet_weights_path()) in loss.lpips_reason
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a second instance must not warn again
+        again = ReconstructionLoss(lpips="auto")
+    assert not again.lpips_active
+    recon, target = _pair()
+    total, components = loss(recon, target)
+    assert components["lpips"] == 0.0
+    assert components["total"] == pytest.approx(components["ssim"] + components["l1"], rel=1e-6)
+    assert capsys.readouterr().out == ""
+
+
+def test_lpips_required_without_weights_names_the_file(empty_hub):
+    with pytest.raises(LPIPSUnavailableError, match=str(alexnet_weights_path())):
+        ReconstructionLoss(lpips="required")
+
+
+def test_lpips_auto_download_failure_is_caught(empty_hub, monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setenv(losses.DOWNLOAD_ENV_VAR, "1")
+    monkeypatch.setattr(losses.urllib.request, "urlopen", offline)
+    with pytest.warns(LPIPSUnavailableWarning, match="download.*failed: no network"):
+        loss = ReconstructionLoss(lpips="auto")
+    assert not loss.lpips_active and "no network" in loss.lpips_reason
+    assert not alexnet_weights_path().exists()
+    assert not list(alexnet_weights_path().parent.iterdir())  # no partial file left behind
+
+
+def test_lpips_corrupt_weights_file_is_reported(empty_hub):
+    path = alexnet_weights_path()
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(LPIPSUnavailableError, match="could not read"):
+        ReconstructionLoss(lpips="required")
+
+
+@pytest.mark.parametrize("mode", ["auto", "required"])
+def test_lpips_loaded_from_hub_folder(hub_with_alexnet, mode, capsys):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no deprecation noise, no unavailability warning
+        loss = ReconstructionLoss(lpips=mode)
+    assert capsys.readouterr().out == ""  # lpips's "Setting up [LPIPS]" banner suppressed
+    assert loss.lpips_active and loss.lpips_reason == ""
+    # The trunk holds exactly the weights of the file.
+    saved = torch.load(hub_with_alexnet, weights_only=True)
+    assert torch.equal(getattr(loss.lpips_net.net.slice1, "0").weight, saved["features.0.weight"])
+    assert torch.equal(getattr(loss.lpips_net.net.slice5, "10").bias, saved["features.10.bias"])
+    # Frozen, out of any optimiser, and kept in eval mode while the loss module is in train mode.
+    assert all(not p.requires_grad for p in loss.parameters())
+    loss.train()
+    assert not loss.lpips_net.training
+
+    recon, target = _pair((2, 3, 16, 16))  # smaller than AlexNet's minimum: upsampled
+    recon.requires_grad_(True)
+    total, components = loss(recon, target)
+    assert components["lpips"] > 0.0
+    expected = components["ssim"] + components["l1"] + DEFAULT_LPIPS_WEIGHT * components["lpips"]
+    assert components["total"] == pytest.approx(expected, rel=1e-5)
+    total.backward()
+    assert recon.grad.abs().sum() > 0
+    _, same = loss(target.clone(), target)
+    assert same["lpips"] == pytest.approx(0.0, abs=1e-7)
+
+
+def test_lpips_weight_file_with_wrong_shapes_is_rejected(empty_hub):
+    path = alexnet_weights_path()
+    path.parent.mkdir(parents=True)
+    state = torchvision.models.alexnet(weights=None).state_dict()
+    state["features.3.weight"] = torch.zeros(1)
+    torch.save(state, path)
+    with pytest.raises(LPIPSUnavailableError, match="do not fit"):
+        ReconstructionLoss(lpips="required")
+
+
+def test_loss_is_finite_for_constant_images():
+    # Flat images have zero variance; SSIM's constants keep the ratio finite.
+    flat = torch.full((1, 3, 16, 16), 0.5)
+    total, components = ReconstructionLoss(lpips="off")(flat, torch.zeros_like(flat))
+    assert np.isfinite(float(total)) and components["l1"] == pytest.approx(0.5)
