@@ -1,0 +1,129 @@
+"""Anomaly maps and image scores from an image and its reconstruction.
+
+The paper's score (eq. 1) is the mean over pixels of the squared error: ``anomaly_map(kind="l2")``
+followed by ``image_score(reduction="mean")``. The other kinds and reductions are the variants the
+study compares: "l1" and "ssim" maps, optional Gaussian smoothing, and the ``max`` or mean of the
+top-k% pixels of the map.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from maskad_core.losses import SSIM_SIGMA, ssim_window_size
+
+ANOMALY_MAP_KINDS = ("l2", "l1", "ssim")
+REDUCTIONS = ("mean", "max", "topk")
+SMOOTHING_TRUNCATE = 4.0  # kernel radius in sigmas, as scipy.ndimage.gaussian_filter
+
+
+def gaussian_kernel_1d(sigma: float, radius: int, dtype=torch.float32, device=None) -> Tensor:
+    """Normalised 1-D Gaussian weights at offsets -radius..radius."""
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    weights = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    return (weights / weights.sum()).to(dtype=dtype, device=device)
+
+
+def _mirror_indices(size: int, radius: int, device=None) -> Tensor:
+    """Indices of a length-``size`` axis padded by ``radius`` on both sides, mirrored about the
+    edge pixels (d c b | a b c d | c b a) and repeated as often as needed for any radius."""
+    positions = torch.arange(-radius, size + radius, device=device)
+    if size == 1:
+        return torch.zeros_like(positions)
+    period = 2 * (size - 1)
+    folded = positions.remainder(period)
+    return torch.where(folded > size - 1, period - folded, folded)
+
+
+def _separable_filter(images: Tensor, kernel: Tensor) -> Tensor:
+    """Filter each channel of (B, C, H, W) with ``kernel`` along H then W, mirror-padded ("same")."""
+    channels, height, width = images.shape[1:]
+    radius = kernel.numel() // 2
+    vertical = kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1)
+    horizontal = kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1)
+    out = images.index_select(2, _mirror_indices(height, radius, images.device))
+    out = F.conv2d(out, vertical, groups=channels)
+    out = out.index_select(3, _mirror_indices(width, radius, images.device))
+    return F.conv2d(out, horizontal, groups=channels)
+
+
+def gaussian_smooth(maps: Tensor, sigma: float) -> Tensor:
+    """Gaussian blur of (B, H, W) maps with standard deviation ``sigma`` pixels (0 = unchanged).
+
+    Equal to ``scipy.ndimage.gaussian_filter(map, sigma, mode="mirror", truncate=4.0)`` for each
+    map: the kernel reaches 4 sigma and the map is mirrored about its edge pixels, as often as
+    needed when the kernel is wider than the map.
+    """
+    if not (sigma >= 0.0 and math.isfinite(sigma)):
+        raise ValueError(f"smooth_sigma must be a finite number >= 0, got {sigma!r}")
+    radius = int(SMOOTHING_TRUNCATE * sigma + 0.5)
+    if radius < 1:  # sigma < 0.125: the kernel is a single tap
+        return maps
+    kernel = gaussian_kernel_1d(sigma, radius, dtype=maps.dtype, device=maps.device)
+    return _separable_filter(maps.unsqueeze(1), kernel).squeeze(1)
+
+
+def ssim_map(images: Tensor, recon: Tensor) -> Tensor:
+    """Per-pixel SSIM of (B, C, H, W) images in [0, 1] -> (B, C, H, W).
+
+    Same constants and Gaussian window as the loss (sigma 1.5, side from ``ssim_window_size``),
+    mirror-padded so that the map keeps the image size; away from the border it equals
+    skimage's ``structural_similarity(..., gaussian_weights=True, full=True)`` map.
+    """
+    window = ssim_window_size(images.shape[-2], images.shape[-1])
+    kernel = gaussian_kernel_1d(SSIM_SIGMA, window // 2, dtype=images.dtype, device=images.device)
+    c1, c2 = 0.01**2, 0.03**2  # (K * data_range)^2 with data_range 1
+    mu_x = _separable_filter(images, kernel)
+    mu_y = _separable_filter(recon, kernel)
+    var_x = _separable_filter(images * images, kernel) - mu_x**2
+    var_y = _separable_filter(recon * recon, kernel) - mu_y**2
+    cov = _separable_filter(images * recon, kernel) - mu_x * mu_y
+    return ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+
+
+def anomaly_map(images: Tensor, recon: Tensor, kind: str = "l2", smooth_sigma: float = 0.0) -> Tensor:
+    """Per-pixel anomaly map (B, H, W) of images and reconstructions (B, C, H, W), both in [0, 1].
+
+    kind "l2": squared error averaged over channels (the per-pixel term of eq. 1); "l1": absolute
+    error averaged over channels; "ssim": 1 - SSIM map averaged over channels. ``smooth_sigma`` > 0
+    blurs the map with a Gaussian of that many pixels (see ``gaussian_smooth``).
+    """
+    if kind not in ANOMALY_MAP_KINDS:
+        raise ValueError(f"kind must be one of {ANOMALY_MAP_KINDS}, got {kind!r}")
+    if images.shape != recon.shape or images.ndim != 4:
+        raise ValueError(
+            f"images and recon must both be (B, C, H, W) of one shape, got "
+            f"{tuple(images.shape)} and {tuple(recon.shape)}"
+        )
+    if kind == "l2":
+        maps = (images - recon).pow(2).mean(dim=1)
+    elif kind == "l1":
+        maps = (images - recon).abs().mean(dim=1)
+    else:
+        maps = 1.0 - ssim_map(images, recon).mean(dim=1)
+    return gaussian_smooth(maps, float(smooth_sigma))
+
+
+def image_score(maps: Tensor, reduction: str = "mean", topk_fraction: float = 0.01) -> Tensor:
+    """One score per map: (B, H, W) -> (B,).
+
+    "mean": mean over pixels (eq. 1 for an l2 map); "max": largest pixel (usually of a smoothed map);
+    "topk": mean of the ceil(topk_fraction * H * W) largest pixels (at least one).
+    """
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if maps.ndim != 3:
+        raise ValueError(f"maps must be (B, H, W), got shape {tuple(maps.shape)}")
+    flat = maps.flatten(start_dim=1)
+    if reduction == "mean":
+        return flat.mean(dim=1)
+    if reduction == "max":
+        return flat.max(dim=1).values
+    if not (0.0 < topk_fraction <= 1.0):
+        raise ValueError(f"topk_fraction must be in (0, 1], got {topk_fraction!r}")
+    k = max(1, math.ceil(topk_fraction * flat.shape[1] - 1e-9))  # 0.1 * 30 is 3, not 4
+    return flat.topk(k, dim=1).values.mean(dim=1)
