@@ -14,7 +14,6 @@ import functools
 import json
 import os
 import shutil
-import time
 import uuid
 import zlib
 from collections.abc import Callable, Sequence
@@ -463,9 +462,8 @@ def defect_missing(rng, scene, sev, roi, gray):
     radius = size * (0.04 + 0.09 * sev)
     cx, cy = _pick_center(rng, rim, 0)
     inside = _blob(rng, size, (cx, cy), radius, 0.4) > 0
-    before = scene.alpha
-    scene.alpha = np.where(inside, 0.0, before)
-    return inside & (before > 0.25)
+    scene.alpha = np.where(inside, 0.0, scene.alpha)
+    return inside
 
 
 DEFECTS: dict[str, Callable] = {
@@ -509,38 +507,55 @@ def _bent(spec, rng, size, scene, params, sev):
     bent_params = dict(params, bend=float(rng.choice([-1, 1]) * (0.12 + 0.5 * sev)))
     bent_scene, _ = spec.draw(rng, size, bent_params)
     bent_scene.background = scene.background
-    before, after = _to_uint8(scene.render()), _to_uint8(bent_scene.render())
-    return bent_scene, np.abs(before.astype(int) - after.astype(int)).max(-1) > 6
+    return bent_scene, None
 
 
-def draw_sample(category: str, seed: int, split: str, index: int, size: int,
-                defect: str | None = None, severity: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-    """One image (uint8, HxW for grayscale categories else HxWx3) and its 0/1 mask (HxW uint8)."""
+def draw_pair(category: str, seed: int, split: str, index: int, size: int,
+              defect: str | None = None, severity: float = 0.5
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(normal image, image with the defect, 0/1 mask of exactly the pixels that differ).
+
+    Images are uint8, HxW for grayscale categories else HxWx3; the mask is HxW uint8. Without a
+    defect both images are the same normal image and the mask is empty.
+    """
+    if category not in _SPEC_BY_NAME:
+        raise DataError(f"unknown synthetic category {category!r}; "
+                        f"choose from {', '.join(SYNTHETIC_CATEGORIES)}")
     spec = _SPEC_BY_NAME[category]
+    if defect is not None and defect not in spec.defects:
+        raise DataError(f"{category} has no defect type {defect!r}; it has {', '.join(spec.defects)}")
     key = [seed, zlib.crc32(category.encode()), zlib.crc32(split.encode()), index,
            zlib.crc32((defect or "good").encode())]
     rng = np.random.default_rng(np.random.SeedSequence(key))
     scene, params = _draw(spec, rng, size)
-    mask = np.zeros((size, size), dtype=bool)
-    if defect is not None:
-        roi = scene.alpha > 0.95
-        for _ in range(20):  # redraw placement until the defect visibly changes some pixels
-            if defect == "bent":
-                candidate, mask = _bent(spec, rng, size, scene, params, severity)
-            else:
-                candidate = scene.copy()
-                mask = DEFECTS[defect](rng, candidate, severity, roi, spec.grayscale)
-            before, after = _to_uint8(scene.render()), _to_uint8(candidate.render())
-            mask = mask & (np.abs(before.astype(int) - after.astype(int)).max(-1) > 0)
-            if mask.sum() >= 3:
-                scene = candidate
-                break
+    normal = _finish(scene.render(), spec.grayscale)
+    if defect is None:
+        return normal, normal.copy(), np.zeros((size, size), dtype=np.uint8)
+    roi = scene.alpha > 0.95
+    for _ in range(20):  # redraw placement until the defect visibly changes a few pixels
+        if defect == "bent":
+            candidate, _ = _bent(spec, rng, size, scene, params, severity)
         else:
-            raise RuntimeError(f"could not place a {defect} defect on {category} #{index}")
-    img = _to_uint8(scene.render())
-    if spec.grayscale:
-        img = img.mean(-1).round().astype(np.uint8)
-    return img, mask.astype(np.uint8)
+            candidate = scene.copy()
+            DEFECTS[defect](rng, candidate, severity, roi, spec.grayscale)
+        defective = _finish(candidate.render(), spec.grayscale)
+        diff = np.abs(normal.astype(int) - defective.astype(int))
+        mask = diff.max(-1) > 0 if diff.ndim == 3 else diff > 0
+        if mask.sum() >= 3:
+            return normal, defective, mask.astype(np.uint8)
+    raise RuntimeError(f"could not place a {defect} defect on {category} #{index}")
+
+
+def _finish(img: np.ndarray, grayscale: bool) -> np.ndarray:
+    img = _to_uint8(img)
+    return img.mean(-1).round().astype(np.uint8) if grayscale else img
+
+
+def draw_sample(category: str, seed: int, split: str, index: int, size: int,
+                defect: str | None = None, severity: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """One image as written to disk and its 0/1 mask (see draw_pair)."""
+    _, image, mask = draw_pair(category, seed, split, index, size, defect, severity)
+    return image, mask
 
 
 # --------------------------------------------------------------------------------------------------
@@ -637,12 +652,10 @@ def generate_synthetic(out: str | Path, seed: int = DEFAULT_SEED, image_size: in
         shutil.rmtree(stale, ignore_errors=True)  # left by an interrupted run
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        start = time.perf_counter()
         n_files, rows = _write(tmp, seed, image_size, cats, n_train, n_test_good, n_test_defective)
         meta = dict(params, note="SYNTHETIC data, not MVTec AD", n_files=n_files,
                     defects={c: list(_SPEC_BY_NAME[c].defects) for c in cats},
-                    grayscale=[c for c in cats if _SPEC_BY_NAME[c].grayscale],
-                    seconds=round(time.perf_counter() - start, 2))
+                    grayscale=[c for c in cats if _SPEC_BY_NAME[c].grayscale])
         (tmp / "metadata.json").write_text(json.dumps(meta, indent=1) + "\n")
         (tmp / "README.md").write_text(_README.format(**params))
         with open(tmp / "defects.csv", "w", newline="") as fh:
