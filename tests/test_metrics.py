@@ -1,6 +1,5 @@
 """Image AUROC, pixel AUROC and AUPRO against scikit-learn, a brute-force reference and hand cases."""
 
-import time
 import warnings
 
 import numpy as np
@@ -172,16 +171,15 @@ def test_aupro_equals_brute_force_reference(seed, fpr_limit, levels):
         aupro(masks, maps, fpr_limit), abs=1e-12)
 
 
-def test_metrics_are_fast_on_a_realistic_test_set():
+def test_metrics_on_a_realistic_test_set_without_warnings():
+    # speed is measured in bench/, not asserted here
     rng = np.random.default_rng(0)
     masks = np.zeros((100, 128, 128), dtype=np.float32)
     masks[::2, 30:60, 40:80] = 1
     masks[::3, 100:110, 5:9] = 1
     maps = rng.random(masks.shape).astype(np.float32) + 0.3 * masks
-    start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         value = aupro(masks, maps)
         pixel = pixel_auroc(masks, maps)
-    assert time.perf_counter() - start < 5.0  # typically ~1 s for both on one core
     assert 0.0 < value < 1.0 and 0.5 < pixel < 1.0
