@@ -704,7 +704,10 @@ def default_data_root(seed: int = DEFAULT_SEED, image_size: int = DEFAULT_IMAGE_
                      DEFAULT_TEST_DEFECTIVE)
     if is_complete(root, params):
         return root
-    return generate_synthetic(root, seed=seed, image_size=image_size, overwrite=True)
+    return generate_synthetic(root, seed=seed, image_size=image_size,
+                              categories=SYNTHETIC_CATEGORIES, n_train=DEFAULT_TRAIN_GOOD,
+                              n_test_good=DEFAULT_TEST_GOOD, n_test_defective=DEFAULT_TEST_DEFECTIVE,
+                              overwrite=True)
 
 
 # --------------------------------------------------------------------------------------------------
