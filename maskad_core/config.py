@@ -1,0 +1,297 @@
+"""Every training and evaluation setting in one plain dataclass.
+
+The defaults are the paper's recipe where the paper gives one (AdamW at 1e-3, 10 warmup epochs then
+cosine decay, batch 16, complementary masking at r = 0.75, 2 encoder and 4 decoder blocks, the
+SSIM + L1 + LPIPS loss, random crop/rotation/flip) and CPU-sized where it does not or where the paper's
+value needs GPUs: 128 px images (the embedded synthetic set's size), ViT-Tiny-like widths (encoder 192
+wide with 3 heads, decoder 128 wide with 4 heads) and 20 epochs.  The ``paper`` profile in
+``maskad_core/profiles.yaml`` sets 224 px, ViT-Base-like widths and 1000 epochs.
+
+A configuration's :meth:`TrainConfig.hash` names its run folder: the same settings always give the
+same hash, in any process; settings that cannot change the result (workers, device) are left out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from maskad_core import masking
+from maskad_core.data import AUGMENTATIONS
+from maskad_core.losses import (
+    DEFAULT_L1_WEIGHT,
+    DEFAULT_LPIPS_WEIGHT,
+    DEFAULT_SSIM_WEIGHT,
+    LPIPS_MODES,
+)
+from maskad_core.scoring import ANOMALY_MAP_KINDS
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+# Settings that change how fast a run goes but never what it computes: not part of the hash.
+UNHASHED_FIELDS = frozenset({"num_workers", "device"})
+
+
+@dataclass
+class TrainConfig:
+    """One training run and its evaluation.  Every field is a plain value (YAML-friendly)."""
+
+    # data
+    data_root: str | None = None  # None: the embedded synthetic set (synthetic.default_data_root)
+    categories: list[str] | None = None  # None: every category found under data_root
+    image_size: int = 128
+    augment: list[str] = field(default_factory=lambda: list(AUGMENTATIONS))
+    max_train_images_per_category: int | None = None  # None: all; a small number for quick runs
+    max_test_images_per_category: int | None = None
+    # model (ViT encoder / decoder)
+    patch_size: int = 16
+    embed_dim: int = 192
+    depth: int = 2
+    num_heads: int = 3
+    decoder_embed_dim: int = 128
+    decoder_depth: int = 4
+    decoder_num_heads: int = 4
+    mlp_ratio: float = 4.0
+    # masking
+    masking: str = "complementary"  # or "random": the vanilla MAE baseline
+    mask_ratio: float = 0.75
+    # optimisation
+    epochs: int = 20
+    batch_size: int = 16  # the global batch: split across processes under DDP
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 10.0  # clamped to half the epochs when training is shorter
+    grad_clip: float = 0.0  # 0: no clipping (the paper does not mention any)
+    seed: int = 0
+    # loss: ssim_weight * (1 - SSIM) + l1_weight * L1 + lpips_weight * LPIPS
+    ssim_weight: float = DEFAULT_SSIM_WEIGHT
+    l1_weight: float = DEFAULT_L1_WEIGHT
+    lpips_weight: float = DEFAULT_LPIPS_WEIGHT
+    lpips: str = "auto"  # "auto" (use LPIPS when its weights load), "required", "off"
+    # evaluation
+    anomaly_map: str = "l2"  # squared error, eq. 1
+    smooth_sigma: float = 0.0
+    topk_fraction: float = 0.01
+    eval_seed: int = 0
+    # execution (not hashed)
+    num_workers: int = 0
+    device: str = "auto"  # auto: cuda, then mps, then cpu
+
+    def __post_init__(self) -> None:
+        # Same data in any order is the same data set: keep one canonical order.
+        if self.categories is not None:
+            if isinstance(self.categories, str):
+                self.categories = _split_list(self.categories)
+            self.categories = sorted(dict.fromkeys(str(c) for c in self.categories))
+        if isinstance(self.augment, str):
+            self.augment = _split_list(self.augment)
+        if self.augment is not None:
+            self.augment = [a for a in AUGMENTATIONS if a in set(self.augment)] + sorted(
+                set(self.augment) - set(AUGMENTATIONS)
+            )
+        if self.data_root is not None:
+            self.data_root = str(self.data_root)
+
+    # ----------------------------------------------------------------- validation
+    def validate(self) -> TrainConfig:
+        """Raise ValueError naming the first bad setting; return self when all are fine."""
+
+        def positive(name: str, allow_zero: bool = False) -> None:
+            value = getattr(self, name)
+            if value < 0 or (value == 0 and not allow_zero):
+                raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+        for name in ("image_size", "patch_size", "embed_dim", "depth", "num_heads",
+                     "decoder_embed_dim", "decoder_depth", "decoder_num_heads", "mlp_ratio",
+                     "epochs", "batch_size", "lr", "topk_fraction"):
+            positive(name)
+        for name in ("weight_decay", "warmup_epochs", "grad_clip", "smooth_sigma", "num_workers",
+                     "ssim_weight", "l1_weight", "lpips_weight"):
+            positive(name, allow_zero=True)
+        for name in ("max_train_images_per_category", "max_test_images_per_category"):
+            if getattr(self, name) is not None:
+                positive(name)
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
+            )
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        if self.decoder_embed_dim % self.decoder_num_heads:
+            raise ValueError(
+                f"decoder_embed_dim {self.decoder_embed_dim} is not divisible by "
+                f"decoder_num_heads {self.decoder_num_heads}"
+            )
+        _choice("masking", self.masking, masking.MASKING_MODES)
+        if self.masking == "complementary":
+            masking.num_views(self.mask_ratio)  # raises ValueError naming the valid ratios
+        elif not 0.0 < self.mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio must be in (0, 1) for random masking, got {self.mask_ratio}")
+        if self.topk_fraction > 1:
+            raise ValueError(f"topk_fraction must be in (0, 1], got {self.topk_fraction}")
+        _choice("lpips", self.lpips, LPIPS_MODES)
+        _choice("anomaly_map", self.anomaly_map, ANOMALY_MAP_KINDS)
+        for name in self.augment:
+            _choice("augment", name, AUGMENTATIONS)
+        if self.device.split(":")[0] not in DEVICES:
+            raise ValueError(f"device {self.device!r} is not one of {', '.join(DEVICES)} (or cuda:N)")
+        if self.ssim_weight + self.l1_weight + self.lpips_weight <= 0:
+            raise ValueError("the loss weights ssim_weight, l1_weight, lpips_weight are all zero")
+        return self
+
+    # ----------------------------------------------------------------- (de)serialisation
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        unknown = [k for k in values if k not in _FIELD_TYPES]
+        if unknown:
+            raise ValueError(_unknown_key_message(unknown[0]))
+        return cls(**{k: _coerce(k, v) for k, v in values.items()})
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        """Read a YAML file; unknown keys are an error naming the key."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        return cls.from_yaml_text(path.read_text(), source=str(path))
+
+    @classmethod
+    def from_yaml_text(cls, text: str, source: str = "config") -> TrainConfig:
+        try:
+            values = yaml.safe_load(text) or {}
+        except yaml.YAMLError as error:
+            raise ValueError(f"{source} is not valid YAML: {error}") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"{source} must hold a mapping of settings, got {type(values).__name__}")
+        return cls.from_dict(values)
+
+    def with_overrides(self, overrides: list[str] | dict | None) -> TrainConfig:
+        """A copy with ``key=value`` strings (or a dict) applied, each value parsed by the field's type."""
+        if not overrides:
+            return dataclasses.replace(self)
+        if isinstance(overrides, dict):
+            pairs = list(overrides.items())
+        else:
+            pairs = []
+            for item in overrides:
+                key, sep, value = item.partition("=")
+                if not sep:
+                    raise ValueError(f"override {item!r} is not of the form key=value")
+                pairs.append((key.strip(), value.strip()))
+        values = self.to_dict()
+        for key, value in pairs:
+            if key not in _FIELD_TYPES:
+                raise ValueError(_unknown_key_message(key))
+            values[key] = _coerce(key, value)
+        return TrainConfig(**values)
+
+    # ----------------------------------------------------------------- identity
+    def hashed_settings(self) -> dict:
+        settings = {k: v for k, v in self.to_dict().items() if k not in UNHASHED_FIELDS}
+        if settings["data_root"] is not None:
+            settings["data_root"] = str(Path(settings["data_root"]).expanduser().resolve())
+        return settings
+
+    def hash(self) -> str:
+        """sha256 hex digest of the canonical JSON of the settings that affect the result."""
+        canonical = json.dumps(self.hashed_settings(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    @property
+    def num_views(self) -> int:
+        return masking.num_views(self.mask_ratio) if self.masking == "complementary" else 1
+
+    def effective_warmup_epochs(self) -> float:
+        """The paper's 10 warmup epochs, clamped to half the run so that short runs still decay."""
+        return min(float(self.warmup_epochs), self.epochs / 2)
+
+
+# --------------------------------------------------------------------- helpers
+_FIELD_TYPES = typing.get_type_hints(TrainConfig)
+FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrainConfig))
+
+
+def field_defaults() -> dict:
+    """Each setting's default value, in declaration order (for help texts)."""
+    return TrainConfig().to_dict()
+
+
+def _choice(name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} {value!r} is not one of: {', '.join(map(str, allowed))}")
+
+
+def _unknown_key_message(key: str) -> str:
+    close = difflib.get_close_matches(key, FIELD_NAMES, n=3, cutoff=0.5)
+    if close:
+        return f"unknown config key {key!r}; did you mean {' or '.join(close)}?"
+    return f"unknown config key {key!r}; valid keys: {', '.join(FIELD_NAMES)}"
+
+
+def _split_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _coerce(key: str, value):
+    """Parse ``value`` (a string from the command line, or a YAML value) as field ``key``'s type."""
+    hint = _FIELD_TYPES[key]
+    args = typing.get_args(hint)
+    optional = type(None) in args and (typing.get_origin(hint) in (typing.Union, types.UnionType))
+    inner = next((a for a in args if a is not type(None)), hint) if optional else hint
+    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null", "")):
+        if optional:
+            return None
+        raise ValueError(f"{key} cannot be empty (expected {_type_name(inner)})")
+    try:
+        if typing.get_origin(inner) is list:
+            items = _split_list(value) if isinstance(value, str) else list(value)
+            return [str(item) for item in items]
+        if inner is bool:
+            if isinstance(value, bool):
+                return value
+            lowered = str(value).lower()
+            if lowered in ("true", "1", "yes", "on"):
+                return True
+            if lowered in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if inner is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
+        if inner is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if inner is str:
+            return str(value)
+    except (TypeError, ValueError):
+        pass
+    else:
+        return value
+    raise ValueError(f"bad value {value!r} for {key}: expected {_type_name(inner)}")
+
+
+def _type_name(hint) -> str:
+    if typing.get_origin(hint) is list:
+        return "a comma-separated list"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        hint, str(hint)
+    )

@@ -1,0 +1,306 @@
+"""Evaluation: score the test split and compute image and pixel metrics per category.
+
+Each test image gets its own masks, drawn from a generator seeded by (eval_seed, the image's index in
+the test set), so scores do not depend on the batch size. The reconstruction is the model's composite
+(eq. 3), the anomaly map ``scoring.anomaly_map`` and the image score every reduction of
+``scoring.REDUCTIONS``.
+
+Metric names, used everywhere (metrics.json, tables, notebooks):
+``image_auroc_<reduction>`` (``image_auroc_mean`` is the paper's eq. 1 score), ``pixel_auroc``,
+``pixel_aupro`` (FPR limit 0.3), with ``image_note`` / ``pixel_note`` saying why a value is NaN.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from maskad_core import metrics as metric_fns
+from maskad_core import scoring
+from maskad_core.config import TrainConfig
+from maskad_core.data import IMAGE_EXTENSIONS, DataError
+from maskad_core.masking import make_masks
+from maskad_core.train import (
+    dataset_samples,
+    derive_seed,
+    open_dataset,
+    resolve_data_root,
+    select_device,
+)
+
+IMAGE_METRICS = tuple(f"image_auroc_{r}" for r in scoring.REDUCTIONS)
+PIXEL_METRICS = ("pixel_auroc", "pixel_aupro")
+METRIC_NAMES = IMAGE_METRICS + PIXEL_METRICS
+SCORE_COLUMNS = tuple(f"score_{r}" for r in scoring.REDUCTIONS)
+
+
+def image_masks(config: TrainConfig, num_patches: int, indices) -> torch.Tensor:
+    """(B, n, L) masks for the test images with these indices: each from its own seeded generator."""
+    generator = torch.Generator()
+    out = []
+    for index in indices:
+        generator.manual_seed(derive_seed(config.eval_seed, "eval", int(index)))
+        out.append(make_masks(config.masking, num_patches, config.mask_ratio, generator))
+    return torch.stack(out)
+
+
+@torch.no_grad()
+def reconstruct_and_map(model, config: TrainConfig, images: torch.Tensor, indices,
+                        device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(reconstructions (B,C,H,W), anomaly maps (B,H,W)) on the CPU, float32."""
+    images = images.to(device)
+    masks = image_masks(config, model.num_patches, indices).to(device)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                else contextlib.nullcontext())
+    with autocast:
+        recon = model.reconstruct(images, masks)
+    recon = recon.float().clamp(0.0, 1.0)
+    maps = scoring.anomaly_map(images.float(), recon, kind=config.anomaly_map,
+                               smooth_sigma=config.smooth_sigma)
+    return recon.cpu(), maps.cpu()
+
+
+def image_scores(maps: torch.Tensor, config: TrainConfig) -> dict[str, np.ndarray]:
+    return {f"score_{r}": scoring.image_score(maps, r, config.topk_fraction).numpy()
+            for r in scoring.REDUCTIONS}
+
+
+def _metric(function, *args) -> tuple[float, str]:
+    """(value, note): the note holds the warning text when the metric is undefined (NaN)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", metric_fns.UndefinedMetricWarning)
+        value = float(function(*args))
+    note = "; ".join(str(w.message) for w in caught
+                     if issubclass(w.category, metric_fns.UndefinedMetricWarning))
+    return value, note
+
+
+def evaluate_model(model, config: TrainConfig, data_root: str | Path | None = None, *,
+                   device=None, quiet: bool = True) -> tuple[dict, pd.DataFrame]:
+    """Score the test split of ``data_root`` (default: the config's data) with a trained model.
+
+    Returns (evaluation dict with keys per_category, mean, image_auroc, evaluation, test_counts;
+    scores DataFrame with one row per image).
+    """
+    device = torch.device(device) if device is not None else select_device(config.device)
+    if data_root is None:
+        data_root = resolve_data_root(config)[0]
+    test_set, full = open_dataset(config, "test", data_root)
+    samples = dataset_samples(test_set)
+    model = model.to(device).eval()
+    loader = DataLoader(test_set, batch_size=config.batch_size, shuffle=False,
+                        num_workers=config.num_workers)
+    started = time.perf_counter()
+    scores = {c: [] for c in SCORE_COLUMNS}
+    maps_by_category: dict[str, list[torch.Tensor]] = {}
+    masks_by_category: dict[str, list[torch.Tensor]] = {}
+    offset = 0
+    for batch in tqdm(loader, desc="evaluate", leave=False, disable=quiet, dynamic_ncols=True):
+        count = batch["image"].shape[0]
+        _, maps = reconstruct_and_map(model, config, batch["image"], range(offset, offset + count),
+                                      device)
+        offset += count
+        for key, values in image_scores(maps, config).items():
+            scores[key].append(values)
+        for i, category in enumerate(batch["category"]):
+            if full.category_has_masks(category):
+                maps_by_category.setdefault(category, []).append(maps[i])
+                masks_by_category.setdefault(category, []).append(batch["mask"][i, 0].bool())
+    seconds = time.perf_counter() - started
+    frame = pd.DataFrame({
+        "path": [str(s.path) for s in samples],
+        "category": [s.category for s in samples],
+        "defect_type": [s.defect_type for s in samples],
+        "label": [int(s.label) for s in samples],
+        **{key: np.concatenate(parts) if parts else np.array([]) for key, parts in scores.items()},
+    })
+    per_category = {}
+    for category in full.categories:
+        rows = frame[frame.category == category]
+        maps = torch.stack(maps_by_category[category]).float() if category in maps_by_category else None
+        masks = torch.stack(masks_by_category[category]) if category in masks_by_category else None
+        per_category[category] = category_metrics(rows, maps, masks, category)
+    mean = mean_row(per_category)
+    evaluation = {
+        "per_category": per_category,
+        "mean": mean,
+        "image_auroc": mean["image_auroc_mean"],
+        "evaluation": {"data_root": str(data_root), "anomaly_map": config.anomaly_map,
+                       "smooth_sigma": config.smooth_sigma, "topk_fraction": config.topk_fraction,
+                       "eval_seed": config.eval_seed, "num_views": config.num_views,
+                       "masking": config.masking, "mask_ratio": config.mask_ratio,
+                       "device": str(device), "wall_time_s": seconds,
+                       "images_per_s": len(frame) / max(seconds, 1e-9)},
+        "test_counts": {c: {"good": int(((frame.category == c) & (frame.label == 0)).sum()),
+                            "defective": int(((frame.category == c) & (frame.label == 1)).sum())}
+                        for c in full.categories},
+    }
+    return evaluation, frame
+
+
+def category_metrics(rows: pd.DataFrame, maps: torch.Tensor | None, masks: torch.Tensor | None,
+                     category: str) -> dict:
+    """Image AUROC per reduction, pixel AUROC and AUPRO (NaN with a note where undefined)."""
+    result: dict = {"n_test": int(len(rows)), "n_good": int((rows.label == 0).sum()),
+                    "n_defective": int((rows.label == 1).sum())}
+    notes = []
+    for reduction in scoring.REDUCTIONS:
+        value, note = _metric(metric_fns.image_auroc, rows.label.to_numpy(),
+                              rows[f"score_{reduction}"].to_numpy())
+        result[f"image_auroc_{reduction}"] = value
+        if note and note not in notes:
+            notes.append(note)
+    result["image_note"] = "; ".join(notes)
+    if maps is None:
+        result["pixel_auroc"] = result["pixel_aupro"] = float("nan")
+        result["pixel_note"] = f"no ground-truth masks for category {category!r}"
+    else:
+        result["pixel_auroc"], note_auroc = _metric(metric_fns.pixel_auroc, masks.numpy(), maps.numpy())
+        result["pixel_aupro"], note_aupro = _metric(metric_fns.aupro, masks.numpy(), maps.numpy())
+        result["pixel_note"] = "; ".join(dict.fromkeys(n for n in (note_auroc, note_aupro) if n))
+    return result
+
+
+def mean_row(per_category: dict[str, dict]) -> dict:
+    """The mean over categories of each metric, ignoring NaN; the note says what was left out."""
+    row: dict = {"n_test": sum(r["n_test"] for r in per_category.values()),
+                 "n_good": sum(r["n_good"] for r in per_category.values()),
+                 "n_defective": sum(r["n_defective"] for r in per_category.values())}
+    for kind, names in (("image", IMAGE_METRICS), ("pixel", PIXEL_METRICS)):
+        left_out = set()
+        for name in names:
+            values = [r[name] for r in per_category.values()]
+            finite = [v for v in values if not math.isnan(v)]
+            left_out |= {c for c, r in per_category.items() if math.isnan(r[name])}
+            row[name] = float(np.mean(finite)) if finite else float("nan")
+        row[f"{kind}_note"] = (f"mean over {len(per_category) - len(left_out)} of {len(per_category)} "
+                               f"categories; undefined for {', '.join(sorted(left_out))}"
+                               if left_out else "")
+    return row
+
+
+def metrics_table(metrics: dict) -> pd.DataFrame:
+    """Per-category rows plus a ``mean`` row, columns n_test .. pixel_note."""
+    rows = {**metrics["per_category"], "mean": metrics["mean"]}
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.index.name = "category"
+    columns = ["n_test", "n_good", "n_defective", *METRIC_NAMES, "image_note", "pixel_note"]
+    return frame[[c for c in columns if c in frame.columns]]
+
+
+def format_table(table: pd.DataFrame) -> str:
+    """The table as text: metrics to 3 decimals, notes below it."""
+    shown = table[[c for c in table.columns if not c.endswith("_note")]].copy()
+    for column in METRIC_NAMES:
+        if column in shown:
+            shown[column] = shown[column].map(lambda v: "nan" if math.isnan(v) else f"{v:.3f}")
+    lines = [shown.to_string()]
+    for category, row in table.iterrows():
+        for column in ("image_note", "pixel_note"):
+            if column in table and row[column]:
+                lines.append(f"  {category}: {row[column]}")
+    return "\n".join(lines)
+
+
+def evaluate_run(run, data_root: str | Path | None = None, *, device=None,
+                 quiet: bool = True) -> tuple[dict, pd.DataFrame]:
+    """Evaluate a finished run (a Run, run folder or run id prefix) on ``data_root`` (default: the
+    data it was trained on). Returns (metrics dict as in metrics.json's evaluation keys, scores)."""
+    from maskad_core.runs import Run, load_run
+
+    run = run if isinstance(run, Run) else load_run(run)
+    device = torch.device(device) if device is not None else select_device(run.config.device)
+    model = run.load_model(device)
+    evaluation, scores = evaluate_model(model, run.config, data_root, device=device, quiet=quiet)
+    evaluation["run"] = run.id
+    return evaluation, scores
+
+
+# ------------------------------------------------------------------ scoring new images
+def find_images(inputs) -> list[Path]:
+    """Image files named, or found (recursively, sorted) in folders named; masks and hidden files skipped."""
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*")
+                                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                                and not p.name.startswith(".") and not p.stem.endswith("_mask")))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"no such image or folder: {path}")
+    if not found:
+        raise DataError(f"no images found in {', '.join(map(str, inputs))}")
+    return found
+
+
+def load_image(path: Path, image_size: int) -> torch.Tensor:
+    """One image as the data loader reads it: RGB, antialiased resize, float (3, H, W) in [0, 1]."""
+    from maskad_core.data import _open, _resize_image
+
+    return _resize_image(_open(Path(path)), image_size).float().div_(255.0)
+
+
+def score_images(run, inputs, out: str | Path, *, device=None, heatmaps: bool = True,
+                 quiet: bool = True) -> pd.DataFrame:
+    """Score new images with a run's model: writes ``out/scores.csv`` and, per image,
+    ``out/<index>_<name>.png`` (image, reconstruction, anomaly map side by side)."""
+    from maskad_core.runs import Run, atomic_write_text, load_run
+
+    run = run if isinstance(run, Run) else load_run(run)
+    config = run.config
+    paths = find_images(inputs)
+    device = torch.device(device) if device is not None else select_device(config.device)
+    model = run.load_model(device)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for start in tqdm(range(0, len(paths), config.batch_size), desc="score", leave=False,
+                      disable=quiet):
+        chunk = paths[start:start + config.batch_size]
+        images = torch.stack([load_image(p, config.image_size) for p in chunk])
+        recon, maps = reconstruct_and_map(model, config, images, range(start, start + len(chunk)),
+                                          device)
+        scores = image_scores(maps, config)
+        for i, path in enumerate(chunk):
+            row = {"path": str(path), **{k: float(v[i]) for k, v in scores.items()}}
+            if heatmaps:
+                picture = out / f"{start + i:04d}_{path.stem}.png"
+                save_heatmap(picture, images[i], recon[i], maps[i], title=f"{path.name}  "
+                             f"score_mean={row['score_mean']:.5f}")
+                row["heatmap"] = str(picture)
+            rows.append(row)
+    frame = pd.DataFrame(rows)
+    atomic_write_text(out / "scores.csv", frame.to_csv(index=False))
+    return frame
+
+
+def save_heatmap(path: Path, image: torch.Tensor, recon: torch.Tensor, amap: torch.Tensor,
+                 title: str = "") -> None:
+    from matplotlib.figure import Figure  # no pyplot: leaves a notebook's backend alone
+
+    figure = Figure(figsize=(9, 3.3))
+    axes = figure.subplots(1, 3)
+    axes[0].imshow(image.permute(1, 2, 0).numpy())
+    axes[0].set_title("image")
+    axes[1].imshow(recon.permute(1, 2, 0).numpy())
+    axes[1].set_title("reconstruction")
+    shown = axes[2].imshow(amap.numpy(), cmap="inferno")
+    axes[2].set_title("anomaly map")
+    figure.colorbar(shown, ax=axes[2], fraction=0.046, pad=0.04)
+    for axis in axes:
+        axis.set_axis_off()
+    if title:
+        figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
