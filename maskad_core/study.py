@@ -1,0 +1,436 @@
+"""The study: named parameter profiles, the six notebooks executed with papermill, the book built.
+
+``run_study("cpu")`` executes ``notebooks/*.ipynb`` with the profile's parameters into
+``<root>/book/executed/`` (the book's source tree) and then runs
+``jupyter-book build <root> -W -n --keep-going``. Trained models are shared through
+:func:`maskad_core.train.train`, which re-uses a finished run with the same configuration, so a
+second invocation only re-executes the (cheap) notebook code and re-renders the book.
+
+The notebooks themselves call the small helpers at the end of this module (:func:`train_config`,
+:func:`provenance`, ...) so that every number they show carries its data, size, budget and hardware.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+#: The notebooks in book order (file stems under ``notebooks/``).
+NOTEBOOKS = (
+    "01_mae_baseline_failure",
+    "02_complementary_masking",
+    "03_training",
+    "04_table1",
+    "05_table2_ablation",
+    "06_figure3_histograms",
+)
+#: The order they are executed in: 03 trains the main model that 04, 05, 06 and 01 re-use.
+EXECUTION_ORDER = (
+    "02_complementary_masking",
+    "03_training",
+    "04_table1",
+    "05_table2_ablation",
+    "06_figure3_histograms",
+    "01_mae_baseline_failure",
+)
+#: What the book build needs besides the executed notebooks (owned by the book's authors).
+BOOK_SOURCES = ("_config.yml", "_toc.yml", "references.bib", "book")
+EXECUTED_SUBDIR = Path("book") / "executed"
+HTML_SUBDIR = Path("_build") / "html"
+#: The repository this package lives in: relative data roots in profiles are resolved against it.
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+
+
+class StudyError(RuntimeError):
+    """A step of the study failed; the message names the notebook, the cell and the error."""
+
+    def __init__(self, message: str, *, notebook: str | None = None, cell_index: int | None = None):
+        super().__init__(message)
+        self.notebook = notebook
+        self.cell_index = cell_index
+
+
+@dataclass
+class StudyResult:
+    root: Path
+    executed_dir: Path
+    html_dir: Path | None
+    executed: list[Path] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # per notebook, and "book"
+
+
+# --------------------------------------------------------------------------- profiles
+@lru_cache(maxsize=1)
+def _profiles() -> dict:
+    text = resources.files("maskad_core").joinpath("profiles.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def profile_names() -> list[str]:
+    return [name for name in _profiles() if not name.startswith("_")]
+
+
+def profile_description(name: str) -> str:
+    return str(_check_profile(name).get("description", "")).strip()
+
+
+def load_profile(name: str, overrides: Mapping | Iterable[str] | None = None) -> dict:
+    """The profile's notebook parameters (a fresh dict), with ``overrides`` applied.
+
+    ``overrides`` is a mapping or ``key=value`` strings (values parsed as YAML); an override of a
+    key that no profile defines is an error naming the valid keys.
+    """
+    params = dict(_check_profile(name)["parameters"])
+    params["profile"] = name
+    for key, value in parse_overrides(overrides).items():
+        if key not in params:
+            raise ValueError(
+                f"unknown study parameter {key!r}; valid parameters: {', '.join(sorted(params))}"
+            )
+        params[key] = value
+    return params
+
+
+def _check_profile(name: str) -> dict:
+    profiles = _profiles()
+    if name not in profiles or name.startswith("_"):
+        raise ValueError(f"unknown profile {name!r}; available profiles: {', '.join(profile_names())}")
+    return profiles[name]
+
+
+def parse_overrides(overrides: Mapping | Iterable[str] | None) -> dict:
+    """``["epochs=3", "categories=[bottle, screw]"]`` -> ``{"epochs": 3, "categories": [...]}``."""
+    if not overrides:
+        return {}
+    if isinstance(overrides, Mapping):
+        return dict(overrides)
+    parsed = {}
+    for item in overrides:
+        key, sep, value = str(item).partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"parameter {item!r} is not of the form key=value")
+        try:
+            parsed[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError as error:
+            raise ValueError(f"value of parameter {key.strip()!r} is not valid YAML: {error}") from None
+    return parsed
+
+
+# --------------------------------------------------------------------------- notebooks
+def notebooks_dir(root: Path | None = None) -> Path:
+    return Path(root or PACKAGE_ROOT) / "notebooks"
+
+
+def notebook_parameters(path: str | Path) -> dict[str, dict]:
+    """The parameters declared in a notebook's ``parameters`` cell: name -> {default, help, type}."""
+    import papermill
+
+    declared = papermill.inspect_notebook(str(path))
+    return {
+        name: {"default": spec["default"], "help": spec["help"], "type": spec["inferred_type_name"]}
+        for name, spec in declared.items()
+    }
+
+
+def stage_book_sources(dest: str | Path, source_root: str | Path | None = None) -> Path:
+    """Copy the book's sources and the notebooks into ``dest`` (for tests and trial builds).
+
+    ``book/executed`` is not copied: executing the notebooks fills it. Missing sources are skipped
+    (the book may not be written yet); ``run_study`` then only executes the notebooks.
+    """
+    source_root = Path(source_root or PACKAGE_ROOT)
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in BOOK_SOURCES:
+        source = source_root / name
+        if source.is_dir():
+            shutil.copytree(
+                source, dest / name, dirs_exist_ok=True,
+                ignore=shutil.ignore_patterns("executed", "__pycache__", ".ipynb_checkpoints"),
+            )
+        elif source.is_file():
+            shutil.copy2(source, dest / name)
+    shutil.copytree(
+        notebooks_dir(source_root), notebooks_dir(dest), dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"),
+    )
+    return dest
+
+
+def execute_notebook(
+    source: Path, output: Path, params: Mapping, *, kernel_name: str = "python3",
+    log_output: bool = False,
+) -> Path:
+    """Execute one notebook with the parameters it declares; StudyError names the failing cell."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    declared = notebook_parameters(source)
+    passed = {key: value for key, value in params.items() if key in declared}
+    output.parent.mkdir(parents=True, exist_ok=True)
+    env_before = os.environ.get("PYTHONPATH")
+    # The kernel imports this very package, wherever the notebooks were staged.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env_before]))
+    try:
+        papermill.execute_notebook(
+            str(source), str(output), parameters=passed, kernel_name=kernel_name,
+            progress_bar=False, log_output=log_output, cwd=str(source.parent),
+        )
+    except PapermillExecutionError as error:
+        source_lines = (error.source or "").strip().splitlines()
+        snippet = "\n".join(source_lines[:6]) + ("\n..." if len(source_lines) > 6 else "")
+        raise StudyError(
+            f"notebook {source.stem} failed in cell {error.cell_index} (In [{error.exec_count}]): "
+            f"{error.ename}: {error.evalue}\n--- cell source ---\n{snippet}\n"
+            f"(partially executed copy: {output})",
+            notebook=source.stem, cell_index=error.cell_index,
+        ) from None
+    finally:
+        if env_before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = env_before
+    return output
+
+
+def build_book_html(root: str | Path, *, log: Callable[[str], None] = print) -> Path:
+    """``jupyter-book build <root> -W -n --keep-going``; StudyError with the log tail if it fails."""
+    root = Path(root)
+    if not (root / "_config.yml").is_file():
+        raise StudyError(f"cannot build the book: {root / '_config.yml'} does not exist")
+    command = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()",
+               "build", str(root), "-W", "-n", "--keep-going"]
+    log(f"building the book: jupyter-book build {root} -W -n --keep-going")
+    completed = subprocess.run(command, capture_output=True, text=True, cwd=root)
+    if completed.returncode != 0:
+        tail = "\n".join((completed.stdout + "\n" + completed.stderr).strip().splitlines()[-40:])
+        raise StudyError(f"the book build failed (exit {completed.returncode}):\n{tail}")
+    return root / HTML_SUBDIR
+
+
+def run_study(
+    profile: str,
+    *,
+    root: str | Path | None = None,
+    executed_dir: str | Path | None = None,
+    build_book: bool = True,
+    overrides: Mapping | Iterable[str] | None = None,
+    notebooks: Iterable[str] | None = None,
+    kernel_name: str = "python3",
+    log_output: bool = False,
+    log: Callable[[str], None] = print,
+) -> StudyResult:
+    """Execute the notebooks with ``profile``'s parameters, then build the book.
+
+    root: the book's root (``_config.yml``, ``notebooks/``); default the repository.
+    executed_dir: where executed notebooks go; default ``<root>/book/executed`` (what ``_toc.yml`` lists).
+    notebooks: a subset of :data:`NOTEBOOKS` (stems); default all, in :data:`EXECUTION_ORDER`.
+    A failing notebook raises :class:`StudyError` naming it, its failing cell and the error; the
+    notebooks executed before it stay in ``executed_dir``.
+    """
+    root = Path(root or PACKAGE_ROOT).resolve()
+    executed_dir = Path(executed_dir) if executed_dir else root / EXECUTED_SUBDIR
+    params = load_profile(profile, overrides)
+    _check_required(profile, params)
+    selected = list(EXECUTION_ORDER) if notebooks is None else list(notebooks)
+    unknown = [name for name in selected if name not in NOTEBOOKS]
+    if unknown:
+        raise ValueError(f"unknown notebook {unknown[0]!r}; notebooks: {', '.join(NOTEBOOKS)}")
+    result = StudyResult(root=root, executed_dir=executed_dir, html_dir=None)
+    for name in selected:
+        source = notebooks_dir(root) / f"{name}.ipynb"
+        if not source.is_file():
+            raise StudyError(f"notebook {name}: {source} does not exist", notebook=name)
+        log(f"[{profile}] executing {name} ...")
+        start = time.perf_counter()
+        output = execute_notebook(source, executed_dir / f"{name}.ipynb", params,
+                                  kernel_name=kernel_name, log_output=log_output)
+        result.seconds[name] = time.perf_counter() - start
+        result.executed.append(output)
+        log(f"[{profile}] {name} done in {result.seconds[name]:.1f} s")
+    if build_book:
+        start = time.perf_counter()
+        result.html_dir = build_book_html(root, log=log)
+        result.seconds["book"] = time.perf_counter() - start
+        log(f"book built in {result.seconds['book']:.1f} s: {result.html_dir / 'index.html'}")
+    return result
+
+
+def _check_required(profile: str, params: Mapping) -> None:
+    required = _check_profile(profile).get("requires", [])
+    missing = [key for key in required if params.get(key) in (None, "")]
+    if missing:
+        raise ValueError(
+            f"profile {profile!r} needs {', '.join(missing)}: pass e.g. -p {missing[0]}=/path/to/mvtec_ad"
+        )
+
+
+# --------------------------------------------------------------------------- notebook helpers
+def resolve_data_root(data_root: str | Path | None) -> str | None:
+    """None stays None (the synthetic set); a relative path is taken from the repository root."""
+    if data_root in (None, ""):
+        return None
+    path = Path(data_root).expanduser()
+    if not path.is_absolute():
+        path = PACKAGE_ROOT / path
+    return str(path.resolve())
+
+
+def train_config(params: Mapping, **changes):
+    """A validated TrainConfig from a notebook's parameters (keys that are not settings are ignored)."""
+    from maskad_core.config import FIELD_NAMES, TrainConfig
+
+    values = {key: value for key, value in params.items() if key in FIELD_NAMES}
+    values.update(changes)
+    values["data_root"] = resolve_data_root(values.get("data_root"))
+    return TrainConfig.from_dict(values).validate()
+
+
+def data_root_of(config) -> Path:
+    """The folder the config's images come from (the embedded synthetic set generated if needed)."""
+    from maskad_core.train import resolve_data_root as train_data_root
+
+    return Path(train_data_root(config)[0])
+
+
+def is_synthetic(config) -> bool:
+    """True when the config's images are generated (the embedded set, or a root the generator wrote)."""
+    if config.data_root is None:
+        return True
+    from maskad_core.synthetic import MARKER_NAME
+
+    return (Path(config.data_root) / MARKER_NAME).is_file()
+
+
+def is_mvtec(config) -> bool:
+    """True for real MVTec AD categories: not generated, and every category one of MVTec AD's 15."""
+    from maskad_core.paper import MVTEC_CATEGORIES
+
+    if is_synthetic(config):
+        return False
+    names = config.categories or _categories_under(config.data_root)
+    return bool(names) and all(name in MVTEC_CATEGORIES for name in names)
+
+
+def _categories_under(data_root) -> list[str]:
+    from maskad_core.data import available_categories
+
+    return available_categories(data_root)
+
+
+def data_description(config) -> str:
+    """The data set in one phrase, saying plainly whether it is synthetic or MVTec AD."""
+    root = data_root_of(config)
+    names = config.categories or _categories_under(root)
+    if config.data_root is None:
+        kind = "the embedded synthetic set (generated images, not MVTec AD)"
+    elif is_synthetic(config):
+        kind = f"a synthetic set at {root} (generated images, not MVTec AD)"
+    elif is_mvtec(config):
+        kind = f"MVTec AD at {root} ({len(names)} of its 15 categories, official test split)"
+    else:
+        kind = f"a data set in MVTec AD's layout at {root} (not MVTec AD)"
+    return f"{kind}; {len(names)} categories: {', '.join(names)}"
+
+
+def data_label(config) -> str:
+    """A short label for figure titles: "synthetic, not MVTec AD", "MVTec AD" or "user data"."""
+    if is_synthetic(config):
+        return "synthetic, not MVTec AD"
+    return "MVTec AD" if is_mvtec(config) else "user data, not MVTec AD"
+
+
+def model_description(config) -> str:
+    return (f"E{config.depth}D{config.decoder_depth}, encoder {config.embed_dim} wide "
+            f"({config.num_heads} heads), decoder {config.decoder_embed_dim} wide "
+            f"({config.decoder_num_heads} heads), {config.patch_size} px patches")
+
+
+def budget_description(config) -> str:
+    limit = config.max_train_images_per_category
+    images = "all training images" if limit is None else f"at most {limit} training images per category"
+    return (f"{config.epochs} epochs, batch {config.batch_size}, AdamW lr {config.lr:g}, "
+            f"{images}, {config.image_size} px, {config.masking} masking r = {config.mask_ratio:g}")
+
+
+def hardware_description(device: str | None = None) -> str:
+    """Device, processor name and thread count of this process (the one that trains and scores)."""
+    import torch
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        return f"GPU {torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda}), torch {torch.__version__}"
+    return f"CPU {cpu_name()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return re.sub(r"\s+", " ", line.split(":", 1)[1]).strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def provenance(config, *, profile: str | None = None, device: str | None = None) -> str:
+    """One line: data (synthetic or MVTec AD), image size, budget, model, hardware, seed."""
+    parts = [
+        f"data: {data_description(config)}",
+        f"model: {model_description(config)}",
+        f"budget: {budget_description(config)}",
+        f"hardware: {hardware_description(device)}",
+        f"seed {config.seed}",
+    ]
+    if profile:
+        parts.append(f"profile {profile!r}")
+    return "; ".join(parts)
+
+
+# --------------------------------------------------------------------------- reading results back
+GLUE_PREFIX = "application/papermill.record/"
+
+
+def read_glue(notebook: str | Path) -> dict[str, dict]:
+    """Glued outputs of an executed notebook: name -> {mime type: data} (prefix removed).
+
+    Reads myst-nb's glue outputs (display_data whose metadata names the key) without scrapbook.
+    """
+    import nbformat
+
+    glued: dict[str, dict] = {}
+    for cell in nbformat.read(str(notebook), as_version=4).cells:
+        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            name = output.get("metadata", {}).get("scrapbook", {}).get("name")
+            if output.get("output_type") != "display_data" or not name:
+                continue
+            glued[name] = {mime.removeprefix(GLUE_PREFIX): data
+                           for mime, data in output.get("data", {}).items()}
+    return glued
+
+
+def glued_value(notebook: str | Path, name: str):
+    """A glued value's Python literal (numbers, booleans, strings, lists, dicts); KeyError if absent."""
+    import ast
+
+    glued = read_glue(notebook)
+    if name not in glued:
+        raise KeyError(f"{Path(notebook).name} glues no {name!r}; it glues: {', '.join(sorted(glued))}")
+    text = glued[name].get("text/plain", "")
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
