@@ -225,13 +225,16 @@ def register_data(subparsers) -> None:
     synth.add_argument("--seed", type=int, default=synthetic.DEFAULT_SEED, help="random seed")
     synth.add_argument("--image-size", type=int, default=synthetic.DEFAULT_IMAGE_SIZE,
                        help="image side in pixels")
+    synth.add_argument("--overwrite", action="store_true",
+                       help="replace whatever DIR holds (otherwise a different existing set is an error)")
     synth.set_defaults(func=cmd_data_synth)
 
 
 def cmd_data_synth(args) -> int:
     from maskad_core.synthetic import generate_synthetic
 
-    root = generate_synthetic(args.out, seed=args.seed, image_size=args.image_size)
+    root = generate_synthetic(args.out, seed=args.seed, image_size=args.image_size,
+                              overwrite=args.overwrite)
     print(f"synthetic data set: {root}")
     return 0
 

@@ -1,0 +1,215 @@
+"""Training: the loss falls, runs are complete and cached, resumption is exact, NaN stops the run."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+from train_fixtures import make_mvtec_tree, tiny_config
+
+from maskad_core import runs
+from maskad_core import train as train_module
+from maskad_core.evaluate import evaluate_model
+from maskad_core.losses import ReconstructionLoss
+from maskad_core.masking import complementary_masks
+from maskad_core.train import TrainingDivergedError, build_model, lr_factor, train
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return make_mvtec_tree(tmp_path_factory.mktemp("mvtec"))
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("MASKAD_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_multi_class_run_lowers_the_loss_and_writes_a_complete_record(data_root, home):
+    config = tiny_config(data_root, epochs=4, lr=3e-3)
+    run = train(config, quiet=True)
+
+    assert run.path == home / "runs" / config.hash()[:12] and run.done
+    history = run.history
+    assert list(history.epoch) == [1, 2, 3, 4]
+    assert history.total.iloc[-1] < history.total.iloc[0]
+    assert {"total", "ssim", "l1", "lpips", "lr", "images_per_s"} <= set(history.columns)
+
+    metrics = run.metrics
+    assert metrics["data"]["categories"] == ["stripes", "waves"]  # one model, both categories
+    assert metrics["data"]["train_counts"] == {"stripes": 8, "waves": 8}
+    assert metrics["data"]["synthetic"] is False
+    assert metrics["training"]["lpips_active"] is False and "off" in metrics["training"]["lpips_reason"]
+    assert metrics["training"]["device"] == "cpu" and metrics["training"]["images_seen"] == 64
+    assert {"python", "torch", "timm", "maskad"} <= set(metrics["versions"])
+    stripes, waves = metrics["per_category"]["stripes"], metrics["per_category"]["waves"]
+    for reduction in ("mean", "max", "topk"):
+        assert 0.0 <= stripes[f"image_auroc_{reduction}"] <= 1.0
+    assert 0.0 <= stripes["pixel_auroc"] <= 1.0 and 0.0 <= stripes["pixel_aupro"] <= 1.0
+    assert math.isnan(waves["pixel_auroc"]) and math.isnan(waves["pixel_aupro"])
+    assert "no ground-truth masks" in waves["pixel_note"]
+    assert metrics["mean"]["pixel_auroc"] == stripes["pixel_auroc"]  # NaN left out of the mean
+    assert metrics["image_auroc"] == pytest.approx(
+        (stripes["image_auroc_mean"] + waves["image_auroc_mean"]) / 2)
+
+    scores = run.scores
+    assert list(scores.columns) == ["path", "category", "defect_type", "label",
+                                    "score_mean", "score_max", "score_topk"]
+    assert len(scores) == 12 and set(scores.label) == {0, 1}
+    assert (scores.score_max >= scores.score_mean).all()
+
+    model = run.load_model()
+    images = torch.rand(2, 3, 32, 32)
+    masks = complementary_masks(model.num_patches, 0.75, torch.Generator().manual_seed(0))
+    assert model.reconstruct(images, masks).shape == (2, 3, 32, 32)
+    table = run.table()
+    assert list(table.index) == ["stripes", "waves", "mean"]
+
+
+def test_same_config_reuses_the_finished_run_and_a_changed_one_trains_anew(data_root, home,
+                                                                           monkeypatch):
+    config = tiny_config(data_root, epochs=1)
+    first = train(config, quiet=True)
+    finished = (first.path / runs.DONE_FILE).read_text()
+
+    def must_not_train(context):
+        raise AssertionError("the training loop ran for a finished run")
+
+    monkeypatch.setattr(train_module, "_train_epochs", must_not_train)
+    again = train(tiny_config(data_root, epochs=1, num_workers=0, device="cpu"), quiet=True)
+    assert again.path == first.path
+    assert (again.path / runs.DONE_FILE).read_text() == finished
+    with pytest.raises(AssertionError, match="training loop ran"):
+        train(tiny_config(data_root, epochs=1, lr=5e-4), quiet=True)
+    assert runs.run_path(tiny_config(data_root, epochs=1, lr=5e-4)) != first.path
+
+
+def _state(run):
+    return run.load_checkpoint()["model"]
+
+
+def _comparable(metrics):
+    return {k: metrics[k] for k in ("per_category", "mean", "image_auroc")}
+
+
+def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(data_root, tmp_path, monkeypatch):
+    config = tiny_config(data_root, epochs=3, augment=["crop", "rotate", "flip"])
+
+    monkeypatch.setenv("MASKAD_HOME", str(tmp_path / "straight"))
+    straight = train(config, quiet=True)
+
+    monkeypatch.setenv("MASKAD_HOME", str(tmp_path / "interrupted"))
+
+    def stop_after_first_epoch(epoch):
+        if epoch == 0:
+            raise _Interrupted
+
+    monkeypatch.setattr(train_module, "_after_epoch", stop_after_first_epoch)
+    with pytest.raises(_Interrupted):  # killed at an epoch boundary
+        train(config, quiet=True)
+    path = runs.run_path(config)
+    assert not (path / runs.DONE_FILE).exists()
+    assert runs.Run(path).load_checkpoint()["epoch"] == 1
+    monkeypatch.setattr(train_module, "_after_epoch", lambda epoch: None)
+
+    def stop_mid_second_epoch(epoch, step):
+        if epoch == 1 and step == 1:
+            raise _Interrupted
+
+    monkeypatch.setattr(train_module, "_after_step", stop_mid_second_epoch)
+    with pytest.raises(_Interrupted):  # killed in the middle of an epoch
+        train(config, quiet=True)
+    assert runs.Run(path).load_checkpoint()["epoch"] == 1  # the half epoch left no trace
+    monkeypatch.setattr(train_module, "_after_step", lambda epoch, step: None)
+
+    resumed = train(config, quiet=True)
+    assert resumed.done
+    a, b = _state(straight), _state(resumed)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _comparable(resumed.metrics) == _comparable(straight.metrics)
+    pd.testing.assert_frame_equal(resumed.scores.drop(columns="path"),
+                                  straight.scores.drop(columns="path"))
+    columns = ["epoch", "total", "ssim", "l1", "lr"]
+    pd.testing.assert_frame_equal(resumed.history[columns], straight.history[columns])
+
+
+def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(data_root, home,
+                                                                               monkeypatch):
+    calls = {"n": 0}
+
+    class PoisonedLoss(ReconstructionLoss):
+        def forward(self, recon, target):
+            total, parts = super().forward(recon, target)
+            calls["n"] += 1
+            if calls["n"] == 6:  # 4 steps per epoch: epoch 2, step 2
+                total = total * float("nan")
+            return total, parts
+
+    monkeypatch.setattr(train_module, "ReconstructionLoss", PoisonedLoss)
+    config = tiny_config(data_root, epochs=3)
+    with pytest.raises(TrainingDivergedError, match=r"loss is nan at epoch 2 step 2") as error:
+        train(config, quiet=True)
+    assert "last good checkpoint" in str(error.value)
+    path = runs.run_path(config)
+    assert not (path / runs.DONE_FILE).exists()
+    checkpoint = runs.Run(path).load_checkpoint()
+    assert checkpoint["epoch"] == 1
+    assert all(torch.isfinite(t).all() for t in checkpoint["model"].values())
+
+
+def test_restart_discards_an_unfinished_checkpoint(data_root, home, monkeypatch):
+    config = tiny_config(data_root, epochs=2)
+
+    def stop(epoch):
+        raise _Interrupted
+
+    monkeypatch.setattr(train_module, "_after_epoch", stop)
+    with pytest.raises(_Interrupted):
+        train(config, quiet=True)
+    monkeypatch.setattr(train_module, "_after_epoch", lambda epoch: None)
+    run = train(config, resume=False, quiet=True)
+    assert list(run.history.epoch) == [1, 2]
+    assert run.metrics["training"]["images_seen"] == 32  # both epochs trained in this call
+
+
+def test_a_second_trainer_of_the_same_run_gets_a_clear_error(data_root, home):
+    config = tiny_config(data_root, epochs=1)
+    with runs.run_lock(runs.run_path(config)):
+        with pytest.raises(runs.RunLockedError, match="being trained by another process"):
+            train(config, quiet=True)
+
+
+def test_limits_per_category_and_evaluation_independent_of_batch_size(data_root, home):
+    config = tiny_config(data_root, epochs=1, max_train_images_per_category=3,
+                         max_test_images_per_category=4)
+    run = train(config, quiet=True)
+    assert run.metrics["data"]["train_counts"] == {"stripes": 3, "waves": 3}
+    assert run.scores.groupby("category").size().to_dict() == {"stripes": 4, "waves": 4}
+    assert set(run.scores.label) == {0, 1}  # the subset spreads over good and defective images
+    model = run.load_model()
+    by_one = evaluate_model(model, tiny_config(data_root, batch_size=1), device="cpu")[1]
+    by_five = evaluate_model(model, tiny_config(data_root, batch_size=5), device="cpu")[1]
+    pd.testing.assert_frame_equal(by_one, by_five)
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    factors = [lr_factor(step, total_steps=100, warmup_steps=10) for step in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a <= b for a, b in zip(factors[:9], factors[1:10], strict=True))
+    assert all(a >= b for a, b in zip(factors[10:-1], factors[11:], strict=True))
+    assert factors[-1] < 0.001
+    assert lr_factor(0, total_steps=4, warmup_steps=0) == 1.0  # no warmup: start at the peak
+
+
+def test_model_follows_the_config(data_root):
+    model = build_model(tiny_config(data_root, depth=1, decoder_depth=2))
+    assert (len(model.blocks), len(model.decoder_blocks)) == (1, 2)
+    assert model.img_size == 32 and model.patch_size == 8
