@@ -1,0 +1,4 @@
+"""Benchmark of the masked autoencoder: throughput, memory, FLOPs against the machine's matmul rate.
+
+Run ``python -m bench`` (or ``maskad bench``); ``--quick`` runs a tiny configuration in seconds.
+"""

@@ -1,0 +1,69 @@
+"""FLOP counting and the machine's reference rate (a large matrix multiply).
+
+``torch.utils.flop_counter`` knows the CUDA attention kernels but not the CPU one
+(``_scaled_dot_product_flash_attention_for_cpu``), which ``scaled_dot_product_attention`` picks on
+CPU; without the mapping added here the attention matmuls would silently count as zero.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+aten = torch.ops.aten
+
+
+def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _cpu_attention_backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *args,
+                                  out_shape=None, **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
+CPU_ATTENTION_FLOPS = {
+    aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops,
+    aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_attention_backward_flops,
+}
+
+
+def count_flops(fn: Callable[[], object]) -> tuple[int, dict[str, int]]:
+    """Run ``fn`` once and return (total FLOPs, FLOPs per aten op) of the matmuls and convolutions."""
+    with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS) as counter:
+        fn()
+    per_op = {str(op).removeprefix("aten."): int(v) for op, v in counter.get_flop_counts()["Global"].items()}
+    return int(counter.get_total_flops()), per_op
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_rate(size: int, repeats: int, device: torch.device, dtype: torch.dtype) -> list[float]:
+    """FLOP/s of ``torch.mm`` on two size x size matrices, one sample per repeat (after one warm-up)."""
+    if size < 1 or repeats < 1:
+        raise ValueError(f"matmul size and repeats must be >= 1, got {size} and {repeats}")
+    gen = torch.Generator().manual_seed(0)
+    a = torch.rand(size, size, generator=gen).to(device=device, dtype=dtype)
+    b = torch.rand(size, size, generator=gen).to(device=device, dtype=dtype)
+    out = torch.empty(size, size, device=device, dtype=dtype)
+    flops = 2 * size**3
+    torch.mm(a, b, out=out)
+    synchronize(device)
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        synchronize(device)
+        rates.append(flops / (time.perf_counter() - start))
+    return rates
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))
