@@ -421,7 +421,7 @@ def defect_crack(rng, scene, sev, roi, gray):
 
 def defect_hole(rng, scene, sev, roi, gray):
     size = roi.shape[0]
-    radius = size * (0.025 + 0.07 * sev)
+    radius = max(1.5, size * (0.025 + 0.07 * sev))
     cx, cy = _pick_center(rng, roi, radius)
     inside = _blob(rng, size, (cx, cy), radius, 0.35)
     w = np.where(inside > 0, np.clip(inside * 4, 0.5, 1.0), 0.0) * (0.55 + 0.45 * sev)
@@ -431,7 +431,7 @@ def defect_hole(rng, scene, sev, roi, gray):
 
 def defect_stain(rng, scene, sev, roi, gray):
     size = roi.shape[0]
-    radius = size * (0.03 + 0.07 * sev)
+    radius = max(1.5, size * (0.03 + 0.07 * sev))
     cx, cy = _pick_center(rng, roi, radius * 0.5)
     inside = _blob(rng, size, (cx, cy), radius, 0.45)
     opacity = 0.2 + 0.6 * sev
@@ -445,7 +445,7 @@ def defect_stain(rng, scene, sev, roi, gray):
 
 def defect_color(rng, scene, sev, roi, gray):
     size = roi.shape[0]
-    radius = size * (0.06 + 0.12 * sev)
+    radius = max(2.0, size * (0.06 + 0.12 * sev))
     cx, cy = _pick_center(rng, roi, radius * 0.5)
     inside = _blob(rng, size, (cx, cy), radius, 0.3)
     w = np.where(inside > 0, np.clip(0.5 + inside, 0, 1), 0.0)
@@ -459,7 +459,7 @@ def defect_missing(rng, scene, sev, roi, gray):
     """A chunk broken off the part's edge: the background shows through."""
     size = roi.shape[0]
     rim = (scene.alpha > 0.3) & (scene.alpha < 0.95)
-    radius = size * (0.04 + 0.09 * sev)
+    radius = max(1.5, size * (0.04 + 0.09 * sev))
     cx, cy = _pick_center(rng, rim, 0)
     inside = _blob(rng, size, (cx, cy), radius, 0.4) > 0
     scene.alpha = np.where(inside, 0.0, scene.alpha)
@@ -649,7 +649,8 @@ def generate_synthetic(out: str | Path, seed: int = DEFAULT_SEED, image_size: in
         raise DataError(f"{out} already holds {why}; pass overwrite=True (or --overwrite) to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(f".{out.name}.partial-*"):
-        shutil.rmtree(stale, ignore_errors=True)  # left by an interrupted run
+        if not _writer_alive(stale):  # left by an interrupted run, not one still writing
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         n_files, rows = _write(tmp, seed, image_size, cats, n_train, n_test_good, n_test_defective)
@@ -663,19 +664,37 @@ def generate_synthetic(out: str | Path, seed: int = DEFAULT_SEED, image_size: in
             writer.writerow(["category", "defect_type", "file", "severity", "mask_pixels"])
             writer.writerows(rows)
         (tmp / MARKER_NAME).write_text(json.dumps({"params": params, "n_files": n_files}) + "\n")
+        if is_complete(out, params):  # another process finished the same set meanwhile
+            return out
         if out.exists():
             shutil.rmtree(out)
         try:
             os.replace(tmp, out)
         except OSError:
-            if is_complete(out, params):  # another process finished first
-                shutil.rmtree(tmp, ignore_errors=True)
+            if is_complete(out, params):
                 return out
             raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _writer_alive(partial: Path) -> bool:
+    """Whether the process named in a '.<name>.partial-<pid>-<tag>' folder is still running."""
+    try:
+        pid = int(partial.name.rsplit(".partial-", 1)[1].split("-")[0])
+    except (IndexError, ValueError):
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
 
 
 def _write(tmp, seed, size, cats, n_train, n_test_good, n_test_defective):

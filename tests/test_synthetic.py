@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import warnings
 from itertools import combinations
 from pathlib import Path
@@ -196,10 +197,12 @@ def test_default_root_cached_and_rebuilt_after_partial_write(tiny_defaults):
     # An interrupted run: no completion marker, a stray partial folder beside it.
     (root / synthetic.MARKER_NAME).unlink()
     (root / "washer" / "test" / "good" / "000.png").write_bytes(b"half a png")
-    stale = root.parent / f".{root.name}.partial-123-deadbeef"
+    stale = root.parent / f".{root.name}.partial-999999999-deadbeef"  # no such pid
     (stale / "washer").mkdir(parents=True)
+    busy = root.parent / f".{root.name}.partial-{os.getppid()}-cafe0000"  # a live writer's
+    busy.mkdir()
     default_data_root(seed=3, image_size=32)
-    assert not stale.exists()
+    assert not stale.exists() and busy.is_dir()
     assert synthetic.is_complete(root)
     Image.open(root / "washer" / "test" / "good" / "000.png").load()
 
