@@ -199,8 +199,10 @@ class MVTecAD(Dataset):
     def _resolve_categories(self, categories) -> list[str]:
         found = available_categories(self.root)
         if not found:
+            hint = (f"; {self.root} looks like a category folder itself, pass its parent "
+                    f"{self.root.parent}" if (self.root / "train").is_dir() else "")
             raise DataError(f"no categories found under {self.root} (expected "
-                            f"<root>/<category>/train/good/*.png as in MVTec AD)")
+                            f"<root>/<category>/train/good/*.png as in MVTec AD){hint}")
         if categories is None:
             return found
         if isinstance(categories, (str, Path)):

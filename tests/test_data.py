@@ -136,6 +136,8 @@ def test_empty_category_and_empty_root(root, tmp_path):
         MVTecAD(tmp_path / "bare")
     with pytest.raises(DataError, match="does not exist"):
         MVTecAD(tmp_path / "missing")
+    with pytest.raises(DataError, match="looks like a category folder itself, pass its parent"):
+        MVTecAD(root / "tile")
 
 
 def test_bad_parameters_get_named(root):
