@@ -1,0 +1,373 @@
+"""Sphinx extension for the maskad book.
+
+1. MyST substitutions computed at build time, so the prose never types a number by hand:
+   * ``paper_*``: the paper's own numbers and the checks of its arithmetic, from
+     ``maskad_core.paper`` (which reads ``maskad_core/paper_tables.yaml``, the one place they are typed);
+   * ``default_*``: the choices this study makes where the paper is silent, read from the code
+     (``TrainConfig`` defaults and the loss weights).
+   Every statement the prose makes about these numbers (e.g. "the printed means round the row means",
+   "0.022 is the gain over DAGAN") is asserted here, so the build fails instead of the book lying.
+2. Launch buttons (Binder, Colab) of the executed notebooks point at the source notebooks in
+   ``notebooks/``: the executed copies under ``book/executed/`` are build products, not in the repository.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sphinx.application import Sphinx
+from sphinx.errors import ConfigError
+from sphinx.util import logging
+
+logger = logging.getLogger(__name__)
+
+EXECUTED_PREFIX = "book/executed/"
+SOURCE_PREFIX = "notebooks/"
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return f"{value:.{digits}f}"
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _check(condition: bool, statement: str) -> None:
+    if not condition:
+        raise ConfigError(f"maskad_book: the book states that {statement}, but the data say otherwise")
+
+
+def paper_substitutions() -> dict[str, str]:
+    """Table 1 and 2 as Markdown, and the arithmetic checks of the paper's own numbers."""
+    from maskad_core import paper
+
+    table1 = paper.table1()
+    printed = paper.table1_printed_mean()
+    claims = paper.claims()
+    setting = paper.setting()
+    table2 = paper.table2()
+    methods = list(table1.columns)
+    ours = "paper"
+    baselines = [m for m in methods if m != ours]
+    subs: dict[str, str] = {}
+
+    # Table 1 with the best value per category in bold, the printed mean and the recomputed mean.
+    rows = []
+    for category, values in table1.iterrows():
+        best = values.max()
+        cells = [f"**{_fmt(v)}**" if v == best else _fmt(v) for v in values]
+        rows.append([category.replace("_", " ")] + cells)
+    recomputed = table1.mean()
+    rows.append(["*mean, printed*"] + [_fmt(printed[m]) for m in methods])
+    rows.append(["*mean, recomputed*"] + [_fmt(recomputed[m], 4) for m in methods])
+    subs["paper_table1"] = _markdown_table(["category"] + methods, rows)
+
+    # The printed means are the row means rounded to three decimals.
+    deviation = (recomputed - printed).abs()
+    _check(bool((deviation <= 0.0005 + 1e-12).all()), "every printed mean rounds the recomputed mean")
+    subs["paper_mean_max_deviation"] = _fmt(float(deviation.max()), 4)
+    for method in methods:
+        subs[f"paper_mean_printed_{method.replace('-', '')}"] = _fmt(printed[method])
+        subs[f"paper_mean_recomputed_{method.replace('-', '')}"] = _fmt(recomputed[method], 4)
+    subs["paper_num_categories"] = str(len(table1))
+
+    # Relative gains claimed in the abstract: printed paper mean over each printed baseline mean.
+    for method in baselines:
+        gain = (printed[ours] / printed[method] - 1.0) * 100.0
+        claimed = claims["abstract_relative_gain_percent"][method]
+        _check(abs(gain - claimed) < 0.005 + 1e-9, f"the abstract's {claimed}% over {method} recomputes")
+        key = method.replace("-", "")
+        subs[f"paper_rel_gain_{key}"] = f"{gain:.2f}"
+        subs[f"paper_claim_rel_gain_{key}"] = f"{claimed:.2f}"
+
+    # The text's absolute gain "over MKD" against the table; it equals the gain over DAGAN.
+    gain_mkd = printed[ours] - printed["MKD"]
+    gain_dagan = printed[ours] - printed["DAGAN"]
+    claim_mkd = claims["text_gain_over_mkd"]
+    _check(abs(gain_mkd - claim_mkd) > 0.0005, "the text's gain over MKD does not match the table")
+    _check(abs(gain_dagan - claim_mkd) < 1e-9, "the text's gain over MKD equals the table's gain over DAGAN")
+    subs["paper_gain_mkd_table"] = _fmt(gain_mkd)
+    subs["paper_gain_dagan_table"] = _fmt(gain_dagan)
+    subs["paper_claim_gain_mkd"] = _fmt(claim_mkd)
+
+    # Categories where the paper's model is strictly best of the four columns.
+    best = [c for c, v in table1.iterrows() if v[ours] > v[baselines].max()]
+    _check(len(best) == claims["categories_best"], "the paper is best in as many categories as it says")
+    subs["paper_best_count"] = str(len(best))
+    subs["paper_claim_best_count"] = str(claims["categories_best"])
+    subs["paper_best_list"] = ", ".join(c.replace("_", " ") for c in best)
+    worst_gap = table1[baselines].max(axis=1) - table1[ours]
+    subs["paper_largest_deficit_category"] = str(worst_gap.idxmax()).replace("_", " ")
+    subs["paper_largest_deficit"] = _fmt(float(worst_gap.max()))
+
+    # Table 2 (rows sorted by mask ratio) with its best cell in bold and the view count n = 1/(1-r).
+    best_value = table2.to_numpy().max()
+    rows = []
+    for ratio, values in table2.iterrows():
+        views = 1.0 / (1.0 - ratio)
+        cells = [f"**{_fmt(v)}**" if v == best_value else _fmt(v) for v in values]
+        rows.append([f"{ratio:.2f}", f"{views:g}"] + cells)
+    subs["paper_table2"] = _markdown_table(["mask ratio *r*", "views *n*"] + list(table2.columns), rows)
+    best_ratio, best_depth = table2.stack().idxmax()
+    subs["paper_t2_best_value"] = _fmt(best_value)
+    subs["paper_t2_best_depth"] = str(best_depth)
+    subs["paper_t2_best_ratio"] = f"{best_ratio:.2f}"
+    _check(abs(best_value - printed[ours]) < 1e-9, "Table 2's best cell is Table 1's mean")
+    # Views per ratio and whether they tile the paper's 14 x 14 = 196 patches evenly.
+    patches = (setting["image_size"] // setting["patch_size"]) ** 2
+    subs["paper_num_patches"] = str(patches)
+    uneven = []
+    for ratio in table2.index:
+        views = round(1.0 / (1.0 - ratio))
+        subs[f"paper_views_r{int(round(ratio * 100))}"] = str(views)
+        if patches % views:
+            uneven.append(f"*n* = {views} ({patches} / {views} = {patches / views:.1f})")
+    subs["paper_uneven_views"] = " and ".join(uneven)
+    subs["paper_t2_ratios"] = ", ".join(f"{r:g}" for r in table2.index)
+    subs["paper_t2_views"] = ", ".join(str(round(1.0 / (1.0 - r))) for r in table2.index)
+    views = round(1.0 / (1.0 - setting["mask_ratio"]))
+    subs["paper_views"] = str(views)
+    subs["paper_visible_per_view"] = f"{patches / views:g}"
+    subs["paper_combine_coefficient"] = f"1/{views - 1}"
+
+    # The training setting as printed.
+    for key, value in setting.items():
+        subs[f"paper_setting_{key}"] = f"{value:g}" if isinstance(value, float) else str(value)
+    subs["paper_best_mean"] = _fmt(printed[ours])
+    # "1000 iterations" read literally as optimiser steps of one batch each.
+    steps = setting["epochs"] * setting["batch_size"]
+    subs["paper_iterations_images"] = f"{steps:,}"
+    subs["paper_iterations_as_epochs"] = f"{steps / setting['train_images']:.1f}"
+    _check(steps / setting["train_images"] < setting["warmup_epochs"],
+           "read as steps, the paper's iterations would end before its warmup does")
+    return subs
+
+
+def default_substitutions() -> dict[str, str]:
+    """The choices this study makes where the paper is silent, as the code defines them."""
+    from maskad_core.config import TrainConfig
+
+    config = TrainConfig()
+    subs = {f"default_{name}": _plain(value) for name, value in config.to_dict().items()}
+    # The strength of the augmentations, as the data layer defines them.
+    import inspect
+
+    from maskad_core.data import MVTecAD
+
+    for name, parameter in inspect.signature(MVTecAD.__init__).parameters.items():
+        if name in ("crop_scale", "rotate_degrees", "flip_probability"):
+            value = parameter.default
+            subs[f"default_{name}"] = (
+                " to ".join(f"{v:g}" for v in value) if isinstance(value, tuple) else f"{value:g}"
+            )
+    return subs
+
+
+def profile_substitutions() -> dict[str, str]:
+    """The study's profiles (maskad_core/profiles.yaml) as a Markdown table and a definition list."""
+    from importlib import resources
+
+    import yaml
+
+    from maskad_core import study
+
+    raw = yaml.safe_load(resources.files("maskad_core").joinpath("profiles.yaml").read_text())
+    rows, descriptions = [], []
+    subs: dict[str, str] = {}
+    for name in study.profile_names():
+        p = study.load_profile(name)
+        data = "synthetic (embedded)" if p["data_root"] in (None, "") else f"`{p['data_root']}`"
+        if "data_root" in raw[name].get("requires", []) and p["data_root"] in (None, ""):
+            data = "MVTec AD, `-p data_root=PATH`"
+        categories = "all found" if p["categories"] is None else str(len(p["categories"]))
+        cap = "all" if p["max_train_images_per_category"] is None else str(p["max_train_images_per_category"])
+        model = (f"E{p['depth']}D{p['decoder_depth']}, {p['embed_dim']}/{p['decoder_embed_dim']} wide")
+        grid = (f"{len(p['ablation_depths'])} × {len(p['ablation_ratios'])} cells, "
+                f"{p['ablation_epochs']} epoch{'s' if p['ablation_epochs'] != 1 else ''} each")
+        rows.append([f"`{name}`", data, categories, f"{p['image_size']} px / {p['patch_size']} px",
+                     model, str(p["epochs"]), cap, grid])
+        descriptions.append(f"`{name}`\n: {study.profile_description(name)}")
+        subs[f"profile_{name}_epochs"] = str(p["epochs"])
+        subs[f"profile_{name}_grid_runs"] = str(len(p["ablation_depths"]) * len(p["ablation_ratios"]))
+    subs["profiles_table"] = _markdown_table(
+        ["profile", "data", "categories", "image / patch", "model (encoder/decoder width)",
+         "epochs", "train images per category", "Table 2 grid"], rows)
+    subs["profiles_descriptions"] = "\n\n".join(descriptions)
+    subs["profile_names"] = ", ".join(f"`{n}`" for n in study.profile_names())
+    return subs
+
+
+EXECUTED_DIR = ("book", "executed")
+
+
+def read_glue(notebook) -> dict[str, Any]:
+    """The values glued (myst_nb.glue) in an executed notebook: key -> Python value of its text/plain."""
+    import ast
+    import json
+
+    values: dict[str, Any] = {}
+    cells = json.loads(notebook.read_text(encoding="utf8")).get("cells", [])
+    for cell in cells:
+        for output in cell.get("outputs", []):
+            meta = output.get("metadata", {}).get("scrapbook")
+            if not meta:
+                continue
+            text = output.get("data", {}).get(meta.get("mime_prefix", "") + "text/plain")
+            if text is None:
+                continue
+            text = "".join(text) if isinstance(text, list) else text
+            try:
+                values[meta["name"]] = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                values[meta["name"]] = text
+    return values
+
+
+def _compare(ours: float, theirs: float, tolerance: float = 0.0005) -> str:
+    if ours > theirs + tolerance:
+        return "higher than"
+    if ours < theirs - tolerance:
+        return "lower than"
+    return "level with"
+
+
+def study_substitutions(srcdir: str) -> tuple[dict[str, str], list[str]]:
+    """Comparison words for the reproduction report, computed from the executed notebooks' glue.
+
+    The numbers themselves are pasted with ``{glue:text}``; these substitutions only say how they
+    compare (e.g. "higher than"), so that the prose stays true whatever profile produced them.
+    """
+    from pathlib import Path
+
+    from maskad_core import paper
+
+    folder = Path(srcdir).joinpath(*EXECUTED_DIR)
+    glue: dict[str, dict[str, Any]] = {}
+    problems = []
+    for name in ("01_mae_baseline_failure", "04_table1", "05_table2_ablation", "06_figure3_histograms",
+                 "03_training"):
+        path = folder / f"{name}.ipynb"
+        if not path.is_file():
+            problems.append(f"{path} is missing: run `maskad study --profile cpu` (or smoke) first")
+            continue
+        glue[name] = read_glue(path)
+    subs: dict[str, str] = {}
+    try:
+        t1, t2 = glue["04_table1"], glue["05_table2_ablation"]
+        ours, random = float(t1["table1_mean_auroc"]), float(t1["baseline_random_auroc"])
+        subs["verdict_masking"] = _compare(ours, random)
+        subs["verdict_chance"] = _compare(ours, 0.5)
+        subs["verdict_vs_paper"] = _compare(ours, float(paper.table1_printed_mean()["paper"]))
+        subs["verdict_comparable"] = (
+            "are" if t1["table1_comparable"] is True else "are not")
+        reductions = t1.get("reduction_auroc", {})
+        ranked = sorted((v, k.split("_", 1)[1]) for k, v in reductions.items()
+                        if k.startswith("complementary_"))
+        subs["verdict_best_reduction"] = ranked[-1][1] if ranked else "(not measured)"
+        subs["verdict_table2_same_best"] = (
+            "the same cell as" if t2["table2_best_cell"] == t2["paper_table2_best_cell"]
+            else "a different cell from")
+        subs["verdict_lpips"] = (
+            "with" if glue["03_training"].get("lpips_active") is True else "without")
+        t6 = glue["06_figure3_histograms"]
+        count, total = int(t6["top_bin_mostly_anomalous_count"]), int(t6["histogram_categories"])
+        subs["verdict_top_bin"] = ("all" if count == total else "none" if count == 0
+                                   else "most" if 2 * count > total else "only some")
+    except KeyError as error:
+        problems.append(f"the executed notebooks lack the glue key {error} that the reproduction "
+                        "report needs (see notebooks/README.md)")
+    return subs, problems
+
+
+BENCH_FILES = {"cpu": "On a CPU", "cuda": "On a GPU"}
+
+
+def bench_substitutions(srcdir: str) -> tuple[dict[str, str], list[str]]:
+    """The benchmark's Markdown results (bench/results/<device>.md, written by ``python -m bench``).
+
+    Looked up beside the book's sources, then in the repository that holds ``maskad_core`` (a staged
+    copy of the book has no bench/). Returns the substitutions and the problems to warn about.
+    """
+    from pathlib import Path
+
+    import maskad_core
+
+    candidates = [Path(srcdir) / "bench" / "results",
+                  Path(maskad_core.__file__).resolve().parents[1] / "bench" / "results"]
+    sections, problems = [], []
+    for device, heading in BENCH_FILES.items():
+        found = next((d / f"{device}.md" for d in candidates if (d / f"{device}.md").is_file()), None)
+        if found is None:
+            if device == "cpu":
+                problems.append(
+                    "bench/results/cpu.md is missing: run `python -m bench` (or `maskad bench`) and "
+                    "commit its results; the how-to-re-run chapter includes them")
+            continue
+        sections.append(f"**{heading}** (`bench/results/{device}.md`):\n\n{found.read_text().strip()}")
+    text = "\n\n".join(sections) or "*(No benchmark results were found when this book was built.)*"
+    return {"bench_results": text}, problems
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def _import_package(srcdir: str) -> None:
+    """maskad_core must be importable: installed (pip install -e .) or beside the book's sources."""
+    import importlib
+    import sys
+
+    try:
+        importlib.import_module("maskad_core")
+    except ImportError:
+        sys.path.insert(0, str(srcdir))
+        try:
+            importlib.import_module("maskad_core")
+        except ImportError as error:
+            raise ConfigError(
+                f"maskad_book: cannot import maskad_core ({error}); install the package with "
+                "`pip install -e .` or build the book from the repository root") from None
+
+
+def add_substitutions(app: Sphinx, config) -> None:
+    _import_package(app.srcdir)
+    subs = dict(config.myst_substitutions or {})
+    subs.update(paper_substitutions())
+    subs.update(default_substitutions())
+    subs.update(profile_substitutions())
+    bench, problems = bench_substitutions(app.srcdir)
+    subs.update(bench)
+    verdicts, study_problems = study_substitutions(app.srcdir)
+    subs.update(verdicts)
+    problems += study_problems
+    for problem in problems:
+        logger.warning(f"maskad_book: {problem}")
+    config.myst_substitutions = subs
+
+
+def _redirect_launch_urls(buttons: list[dict[str, Any]]) -> None:
+    for button in buttons:
+        if isinstance(button.get("buttons"), list):
+            _redirect_launch_urls(button["buttons"])
+        url = button.get("url")
+        if isinstance(url, str) and EXECUTED_PREFIX in url:
+            button["url"] = url.replace(EXECUTED_PREFIX, SOURCE_PREFIX)
+
+
+def redirect_launch_buttons(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
+    if pagename.startswith(EXECUTED_PREFIX) and isinstance(context.get("header_buttons"), list):
+        _redirect_launch_urls(context["header_buttons"])
+
+
+def setup(app: Sphinx) -> dict[str, Any]:
+    app.connect("config-inited", add_substitutions)
+    # sphinx-book-theme adds its launch buttons at priority 501.
+    app.connect("html-page-context", redirect_launch_buttons, priority=900)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
