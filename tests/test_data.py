@@ -244,3 +244,18 @@ def test_cache_gives_the_same_items(root):
     for a, b in zip(plain, cached, strict=True):
         assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
         assert a["path"] == b["path"]
+
+
+def test_augmentation_reproducible_in_seeded_dataloader_workers(root):
+    data = MVTecAD(root, categories=["tile"], split="train", image_size=SIZE, augment="crop,rotate")
+    assert data.augmentations == frozenset({"crop", "rotate"})
+
+    def epoch():
+        torch.manual_seed(7)
+        return torch.cat([b["image"] for b in DataLoader(data, batch_size=1, num_workers=2)])
+
+    first, second = epoch(), epoch()
+    assert torch.equal(first, second)
+    torch.manual_seed(8)
+    other = torch.cat([b["image"] for b in DataLoader(data, batch_size=1, num_workers=2)])
+    assert not torch.equal(first, other)
