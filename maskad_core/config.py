@@ -86,19 +86,15 @@ class TrainConfig:
     device: str = "auto"  # auto: cuda, then mps, then cpu
 
     def __post_init__(self) -> None:
+        # Every value as its field's type (1 -> 1.0 for a float), so that equal settings hash equal.
+        for name in FIELD_NAMES:
+            setattr(self, name, _coerce(name, getattr(self, name)))
         # Same data in any order is the same data set: keep one canonical order.
         if self.categories is not None:
-            if isinstance(self.categories, str):
-                self.categories = _split_list(self.categories)
-            self.categories = sorted(dict.fromkeys(str(c) for c in self.categories))
-        if isinstance(self.augment, str):
-            self.augment = _split_list(self.augment)
-        if self.augment is not None:
-            self.augment = [a for a in AUGMENTATIONS if a in set(self.augment)] + sorted(
-                set(self.augment) - set(AUGMENTATIONS)
-            )
-        if self.data_root is not None:
-            self.data_root = str(self.data_root)
+            self.categories = sorted(dict.fromkeys(self.categories))
+        self.augment = [a for a in AUGMENTATIONS if a in set(self.augment)] + sorted(
+            set(self.augment) - set(AUGMENTATIONS)
+        )
 
     # ----------------------------------------------------------------- validation
     def validate(self) -> TrainConfig:
@@ -156,7 +152,7 @@ class TrainConfig:
         unknown = [k for k in values if k not in _FIELD_TYPES]
         if unknown:
             raise ValueError(_unknown_key_message(unknown[0]))
-        return cls(**{k: _coerce(k, v) for k, v in values.items()})
+        return cls(**values)
 
     def to_yaml(self, path: str | Path | None = None) -> str:
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -199,7 +195,7 @@ class TrainConfig:
         for key, value in pairs:
             if key not in _FIELD_TYPES:
                 raise ValueError(_unknown_key_message(key))
-            values[key] = _coerce(key, value)
+            values[key] = value
         return TrainConfig(**values)
 
     # ----------------------------------------------------------------- identity

@@ -1,0 +1,91 @@
+"""Run folders: naming by hash, lookup by path or id prefix, atomic writes, the training lock."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from maskad_core import runs
+from maskad_core.config import TrainConfig
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("MASKAD_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def _fake_run(config: TrainConfig):
+    path = runs.run_path(config)
+    path.mkdir(parents=True)
+    config.to_yaml(path / runs.CONFIG_FILE)
+    return path
+
+
+def test_run_folder_is_named_by_the_config_hash(home):
+    config = TrainConfig(epochs=3)
+    assert runs.run_path(config) == home / "runs" / config.hash()[:12]
+    assert runs.run_id(config) != runs.run_id(TrainConfig(epochs=4))
+
+
+def test_runs_are_found_by_path_or_id_prefix(home):
+    config = TrainConfig(epochs=3)
+    path = _fake_run(config)
+    assert runs.resolve_run(path) == path
+    assert runs.resolve_run(path.name[:5]) == path
+    run = runs.load_run(path.name)
+    assert run.config == config and not run.done
+    (path / runs.DONE_FILE).write_text("x")
+    assert run.done
+
+
+def test_missing_or_ambiguous_runs_are_clear_errors(home, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no run 'abc'"):
+        runs.resolve_run("abc")
+    with pytest.raises(FileNotFoundError, match="is not a run folder"):
+        runs.resolve_run(tmp_path)
+    paths = [_fake_run(TrainConfig(epochs=e)) for e in range(1, 40)]
+    first_chars = [p.name[0] for p in paths]
+    shared = max(set(first_chars), key=first_chars.count)  # 39 ids, 16 hex digits: one repeats
+    with pytest.raises(ValueError, match=f"run prefix '{shared}' is ambiguous"):
+        runs.resolve_run(shared)
+    with pytest.raises(FileNotFoundError, match="checkpoint"):
+        runs.load_run(paths[0]).load_model()
+
+
+def test_atomic_save_replaces_whole_files_and_keeps_the_old_one_on_failure(tmp_path, monkeypatch):
+    target = tmp_path / "checkpoints" / "last.pt"
+    runs.atomic_torch_save({"epoch": 1, "w": torch.ones(3)}, target)
+    runs.atomic_torch_save({"epoch": 2, "w": torch.zeros(3)}, target)
+    assert torch.load(target, weights_only=True)["epoch"] == 2
+
+    def failing_save(obj, path):
+        with open(path, "wb") as handle:
+            handle.write(b"half a checkp")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(runs.torch, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        runs.atomic_torch_save({"epoch": 3}, target)
+    assert torch.load(target, weights_only=True)["epoch"] == 2  # the old checkpoint survives
+    assert [p.name for p in target.parent.iterdir()] == ["last.pt"]  # no temporary files left
+
+
+def test_json_keeps_nan_and_plain_numbers(tmp_path):
+    path = tmp_path / "metrics.json"
+    runs.write_json(path, {"pixel_auroc": float("nan"), "n": torch.tensor(3), "ok": 0.5})
+    back = runs.read_json(path)
+    assert math.isnan(back["pixel_auroc"]) and back["n"] == 3 and back["ok"] == 0.5
+    with pytest.raises(FileNotFoundError, match="is the run finished"):
+        runs.read_json(tmp_path / "absent.json")
+
+
+def test_lock_admits_one_trainer_at_a_time(tmp_path):
+    with runs.run_lock(tmp_path / "run"):
+        with pytest.raises(runs.RunLockedError, match="another process"):
+            with runs.run_lock(tmp_path / "run"):
+                pass
+    with runs.run_lock(tmp_path / "run"):  # released again
+        pass
