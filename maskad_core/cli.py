@@ -240,7 +240,9 @@ def cmd_data_synth(args) -> int:
 
 
 # ------------------------------------------------------------------ entry point
-SUBCOMMANDS = [register_train, register_evaluate, register_score, register_data]
+from maskad_core.study import register_study  # noqa: E402  (the study's own subcommand)
+
+SUBCOMMANDS = [register_train, register_evaluate, register_score, register_data, register_study]
 
 
 def build_parser() -> argparse.ArgumentParser:
