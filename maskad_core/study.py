@@ -46,7 +46,7 @@ EXECUTION_ORDER = (
     "01_mae_baseline_failure",
 )
 #: What the book build needs besides the executed notebooks (owned by the book's authors).
-BOOK_SOURCES = ("_config.yml", "_toc.yml", "references.bib", "book")
+BOOK_SOURCES = ("_config.yml", "_toc.yml", "references.bib", "book", "bench/results")
 EXECUTED_SUBDIR = Path("book") / "executed"
 HTML_SUBDIR = Path("_build") / "html"
 #: The repository this package lives in: relative data roots in profiles are resolved against it.
@@ -155,6 +155,7 @@ def stage_book_sources(dest: str | Path, source_root: str | Path | None = None) 
     dest.mkdir(parents=True, exist_ok=True)
     for name in BOOK_SOURCES:
         source = source_root / name
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
             shutil.copytree(
                 source, dest / name, dirs_exist_ok=True,
@@ -215,7 +216,9 @@ def build_book_html(root: str | Path, *, log: Callable[[str], None] = print) -> 
     log(f"building the book: jupyter-book build {root} -W -n --keep-going")
     completed = subprocess.run(command, capture_output=True, text=True, cwd=root)
     if completed.returncode != 0:
-        tail = "\n".join((completed.stdout + "\n" + completed.stderr).strip().splitlines()[-40:])
+        text = re.sub(r"\x1b\[[0-9;]*m", "", completed.stdout + "\n" + completed.stderr)
+        problems = [line for line in text.splitlines() if "WARNING" in line or "ERROR" in line]
+        tail = "\n".join(problems[:40] or text.strip().splitlines()[-40:])
         raise StudyError(f"the book build failed (exit {completed.returncode}):\n{tail}")
     return root / HTML_SUBDIR
 
@@ -434,3 +437,44 @@ def glued_value(notebook: str | Path, name: str):
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text
+
+
+# --------------------------------------------------------------------------- command line
+def register_study(subparsers) -> None:
+    """``maskad study --profile NAME [--no-build] [-p key=value ...]`` (added to maskad_core.cli)."""
+    import argparse
+
+    lines = [f"  {name}: {' '.join(profile_description(name).split())}" for name in profile_names()]
+    parser = subparsers.add_parser(
+        "study", help="run the six notebooks with a profile's parameters, then build the book",
+        description="Execute notebooks/*.ipynb with papermill into book/executed/ and build the book "
+                    "(jupyter-book build . -W -n --keep-going). Finished training runs are re-used, "
+                    "so a second invocation only re-executes the notebooks and re-renders.",
+        epilog="profiles (maskad_core/profiles.yaml):\n" + "\n".join(lines),
+        formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, max_help_position=32))
+    parser.add_argument("--profile", default="cpu", choices=profile_names(),
+                        help="parameter profile (default: cpu)")
+    parser.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one profile parameter (value parsed as YAML), repeatable")
+    parser.add_argument("--no-build", action="store_true", help="execute the notebooks only")
+    parser.add_argument("--notebooks", default=None,
+                        help="comma-separated notebook names to execute (default: all six)")
+    parser.add_argument("--root", default=None,
+                        help=f"book root holding _config.yml and notebooks/ (default: {PACKAGE_ROOT})")
+    parser.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
+    parser.set_defaults(func=cmd_study)
+
+
+def cmd_study(args) -> int:
+    notebooks = [n.strip() for n in args.notebooks.split(",") if n.strip()] if args.notebooks else None
+    try:
+        result = run_study(args.profile, root=args.root, build_book=not args.no_build,
+                           overrides=args.parameter, notebooks=notebooks, log_output=args.log_output)
+    except StudyError as error:
+        print(f"maskad: error: {error}", file=sys.stderr)
+        return 1
+    total = sum(result.seconds.values())
+    print(f"study {args.profile!r} done in {total:.0f} s; executed notebooks: {result.executed_dir}")
+    if result.html_dir is not None:
+        print(f"book: {result.html_dir / 'index.html'}")
+    return 0

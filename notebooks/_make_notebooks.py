@@ -71,26 +71,54 @@ def parameters_cell(extra: list[str], train: bool = True) -> nbformat.NotebookNo
     return cell
 
 
-SETUP = '''\
-import sys
-import warnings
-from pathlib import Path
+STDLIB = {"math", "time", "sys", "warnings", "pathlib"}
 
-try:
-    import maskad_core  # noqa: F401
-except ImportError:  # run by hand from notebooks/ without installing the package
-    sys.path.insert(0, str(Path.cwd().resolve().parent))
 
-import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
-import torch
-from myst_nb import glue
+def _import_block(lines: list[str]) -> list[str]:
+    """Import lines sorted as ruff's isort wants them: plain imports, then merged from-imports."""
+    plain = sorted({line for line in lines if line.startswith("import ")}, key=lambda x: x.split()[1])
+    merged: dict[str, set[str]] = {}
+    for line in lines:
+        if line.startswith("from "):
+            module, names = line[5:].split(" import ")
+            merged.setdefault(module, set()).update(n.strip() for n in names.split(","))
+    froms = [f"from {m} import {', '.join(sorted(merged[m], key=str.lower))}" for m in sorted(merged)]
+    return plain + froms
 
-from maskad_core import study
 
-warnings.filterwarnings("ignore", category=UserWarning, module="torch")
-plt.rcParams.update({"figure.dpi": 80, "savefig.dpi": 80})'''
+def setup(*imports: str) -> str:
+    """The setup cell: the repository on sys.path (for runs by hand from notebooks/), the imports."""
+    every = ["import matplotlib.pyplot as plt", "from myst_nb import glue",
+             "from maskad_core import study", *imports]
+
+    def top(line: str) -> str:
+        return line.split()[1].split(".")[0]
+
+    sections = [
+        _import_block([i for i in every if top(i) in STDLIB]),
+        _import_block([i for i in every if top(i) not in STDLIB and top(i) != "maskad_core"]),
+        _import_block([i for i in every if top(i) == "maskad_core"]),
+    ]
+    lines = [
+        "import sys",
+        "import warnings",
+        "from pathlib import Path",
+        "",
+        "sys.path.insert(0, str(Path.cwd().resolve().parent))  # the repository, when run from notebooks/",
+        "",
+    ]
+    for section in sections:
+        if section:
+            lines += section + [""]
+    lines += [
+        'warnings.filterwarnings("ignore", category=UserWarning, module="torch")',
+        'plt.rcParams.update({"figure.dpi": 80, "savefig.dpi": 80})',
+    ]
+    return "\n".join(lines)
+
+
+NP, PD, TORCH = "import numpy as np", "import pandas as pd", "import torch"
+
 
 MAIN_CONFIG = '''\
 settings = dict(
@@ -125,10 +153,8 @@ saw it. This notebook derives the identities behind it and checks each one numer
 library's own masks (`maskad_core.masking`) and composite (`MaskedAutoencoder.combine_views`).
 """),
     parameters_cell(["derivation_image_size", "derivation_patch_size"]),
-    code(SETUP + "\n\n" + MAIN_CONFIG + '''
-
-from maskad_core import masking
-from maskad_core.model import MaskedAutoencoder
+    code(setup(PD, TORCH, "from maskad_core import masking",
+               "from maskad_core.model import MaskedAutoencoder") + "\n\n" + MAIN_CONFIG + '''
 
 derivation_patches = (derivation_image_size // derivation_patch_size) ** 2
 generator = torch.Generator().manual_seed(seed)
@@ -333,10 +359,8 @@ size, widths and number of epochs come from the profile; the line below states t
 cached by `maskad_core.train.train`: the other notebooks re-use it instead of training again.
 """),
     parameters_cell([]),
-    code(SETUP + "\n\n" + MAIN_CONFIG + '''
-
-from maskad_core import runs
-from maskad_core.train import train
+    code(setup(TORCH, "from maskad_core import runs", "from maskad_core.train import train")
+         + "\n\n" + MAIN_CONFIG + '''
 
 nb03_provenance = study.provenance(main_config, profile=profile)
 print(nb03_provenance)
@@ -374,7 +398,7 @@ is zero when it was inactive, see above), with the learning rate schedule.
     code('''
 history = run.history
 fig_loss, axes = plt.subplots(1, 5, figsize=(15, 2.8))
-for axis, column in zip(axes, ["total", "ssim", "l1", "lpips", "lr"]):
+for axis, column in zip(axes, ["total", "ssim", "l1", "lpips", "lr"], strict=True):
     axis.plot(history["epoch"], history[column], marker="o", markersize=3)
     axis.set_title({"ssim": "1 - SSIM", "lr": "learning rate"}.get(column, column))
     axis.set_xlabel("epoch")
@@ -438,11 +462,8 @@ random masking, and the same model scored by the maximum or the top 1% of its er
 the mean. Pixel AUROC and AUPRO (which the paper does not report) are given where masks exist.
 """),
     parameters_cell([]),
-    code(SETUP + "\n\n" + MAIN_CONFIG + '''
-
-from maskad_core import paper
-from maskad_core.evaluate import metrics_table
-from maskad_core.train import train
+    code(setup(PD, "from maskad_core import paper", "from maskad_core.evaluate import metrics_table",
+               "from maskad_core.train import train") + "\n\n" + MAIN_CONFIG + '''
 
 baseline_config = study.train_config(settings, masking="random")  # vanilla MAE, same budget
 run = train(main_config, quiet=True)
@@ -563,12 +584,8 @@ E2D4 at $r = 0.75$: a shallow encoder with a deeper decoder. Here each cell of t
 cached training run of the profile's budget per cell; the cells a profile does not run stay empty.
 """),
     parameters_cell(["ablation_depths", "ablation_ratios", "ablation_epochs"]),
-    code(SETUP + "\n\n" + MAIN_CONFIG + '''
-
-import seaborn as sns
-
-from maskad_core import paper
-from maskad_core.train import train
+    code(setup(NP, PD, "import seaborn as sns", "from maskad_core import paper",
+               "from maskad_core.train import train") + "\n\n" + MAIN_CONFIG + '''
 
 paper_grid = paper.table2()
 cells = {}
@@ -607,7 +624,7 @@ not_run = [f"{c}@{r:g}" for r in paper_grid.index for c in paper_grid.columns
            if (c, float(r)) not in results]
 print(f"cells run: {len(cells_run)} of {paper_grid.size}; not run at this budget: {', '.join(not_run) or 'none'}")
 glue("table2_frame", ours_grid.round(3), display=False)
-glue("table2_auroc_by_cell", {k: round(v, 4) for k, v in zip(cells_run, results.values())}, display=False)
+glue("table2_auroc_by_cell", {k: round(v, 4) for k, v in zip(cells_run, results.values(), strict=True)}, display=False)
 glue("table2_cells_run", cells_run, display=False)
 glue("table2_cells_not_run", not_run, display=False)
 glue("table2_train_seconds", round(float(sum(seconds.values())), 1), display=False)'''),
@@ -654,13 +671,9 @@ per-image scores of the profile's multi-class model (eq. 1, the mean squared err
 curve of each category.
 """),
     parameters_cell(["histogram_bins"]),
-    code(SETUP + "\n\n" + MAIN_CONFIG + '''
-
-import seaborn as sns
-from sklearn.metrics import roc_curve
-
-from maskad_core.metrics import image_auroc
-from maskad_core.train import train
+    code(setup(NP, "import seaborn as sns", "from sklearn.metrics import roc_curve",
+               "from maskad_core.metrics import image_auroc", "from maskad_core.train import train")
+         + "\n\n" + MAIN_CONFIG + '''
 
 run = train(main_config, quiet=True)
 scores = run.scores
@@ -682,7 +695,7 @@ columns = min(5, len(categories_here))
 rows = -(-len(categories_here) // columns)
 fig_hist, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.5 * rows), squeeze=False)
 top_bin_anomalous_fraction, overlap_fraction = {}, {}
-for axis, category in zip(axes.ravel(), categories_here):
+for axis, category in zip(axes.ravel(), categories_here, strict=False):
     part = scores[scores["category"] == category]
     edges = np.histogram_bin_edges(part["score_mean"], bins=histogram_bins)
     normal, _ = np.histogram(part.loc[part.label == 0, "score_mean"], bins=edges)
@@ -752,11 +765,7 @@ at all. This notebook computes how often that happens, checks the formula by sim
 trained models, and compares random with complementary masking at the same budget.
 """),
     parameters_cell(["closed_form_num_patches", "simulation_trials", "example_count"]),
-    code(SETUP + '''
-
-from math import comb
-
-from maskad_core import masking'''),
+    code(setup(NP, PD, TORCH, "from math import comb", "from maskad_core import masking")),
     md(r"""
 ## The chance that a defect stays entirely visible
 
@@ -850,11 +859,10 @@ is scored with its own seeded mask, exactly as in the evaluation. For the defect
 ground-truth mask, we measure which share of the defect's pixels fell in visible patches and the
 reconstruction error there.
 """),
-    code(MAIN_CONFIG + """
-
-from maskad_core.data import MVTecAD
-from maskad_core.evaluate import image_masks, reconstruct_and_map
+    code("""from maskad_core.evaluate import image_masks, reconstruct_and_map
 from maskad_core.train import dataset_samples, open_dataset, train
+
+""" + MAIN_CONFIG + """
 
 baseline_config = study.train_config(settings, masking="random")  # vanilla MAE, same budget
 run = train(main_config, quiet=True)
