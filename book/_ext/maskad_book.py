@@ -357,7 +357,8 @@ def _redirect_launch_urls(buttons: list[dict[str, Any]]) -> None:
         if isinstance(button.get("buttons"), list):
             _redirect_launch_urls(button["buttons"])
         url = button.get("url")
-        if isinstance(url, str) and EXECUTED_PREFIX in url:
+        # Only the launch links (absolute URLs); the download link points into the build itself.
+        if isinstance(url, str) and url.startswith("https://") and EXECUTED_PREFIX in url:
             button["url"] = url.replace(EXECUTED_PREFIX, SOURCE_PREFIX)
 
 
