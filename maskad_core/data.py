@@ -143,6 +143,12 @@ def _resize_mask(mask: Image.Image, size: int) -> torch.Tensor:
     return torch.from_numpy((arr > 127).astype(np.uint8))[None]
 
 
+def read_image(path: str | Path, image_size: int) -> torch.Tensor:
+    """One image file as MVTecAD reads it: RGB, antialiased resize, float (3, H, W) in [0, 1].
+    Unreadable files raise DataError naming the file."""
+    return _resize_image(_open(Path(path)), int(image_size)).float().div_(255.0)
+
+
 class MVTecAD(Dataset):
     """MVTec AD (or anything in its layout) as one multi-class torch Dataset.
 

@@ -11,7 +11,14 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from maskad_core.data import AUGMENTATIONS, DataError, DataWarning, MVTecAD, available_categories
+from maskad_core.data import (
+    AUGMENTATIONS,
+    DataError,
+    DataWarning,
+    MVTecAD,
+    available_categories,
+    read_image,
+)
 
 SIZE = 16
 
@@ -259,3 +266,12 @@ def test_augmentation_reproducible_in_seeded_dataloader_workers(root):
     torch.manual_seed(8)
     other = torch.cat([b["image"] for b in DataLoader(data, batch_size=1, num_workers=2)])
     assert not torch.equal(first, other)
+
+
+def test_read_image_matches_the_dataset(root):
+    data = MVTecAD(root, categories=["tile"], split="test", image_size=SIZE)
+    assert torch.equal(read_image(data.samples[0].path, SIZE), data[0]["image"])
+    bad = root / "broken.png"
+    bad.write_bytes(b"\x89PNG broken")
+    with pytest.raises(DataError, match="cannot read image .*broken.png"):
+        read_image(bad, SIZE)
