@@ -11,7 +11,9 @@ CI (environment variable ``CI`` set), so that a missing browser never passes sil
 from __future__ import annotations
 
 import functools
+import html as html_lib
 import http.server
+import io
 import json
 import os
 import re
@@ -61,12 +63,13 @@ window.addEventListener("load", async () => {
   report.mathjax_loaded = Boolean(window.MathJax && MathJax.version);
   report.resources = performance.getEntriesByType("resource").map((entry) => entry.name);
   const out = document.createElement("pre");
-  out.id = "%s";
+  out.id = "maskad-probe";
   out.textContent = JSON.stringify(report);
   document.body.appendChild(out);
 });
 </script>
-""" % PROBE_ID
+"""
+assert PROBE_ID in PROBE
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -118,8 +121,6 @@ class _ProbeHandler(http.server.SimpleHTTPRequestHandler):
         self.send_header("Content-Type", "text/html; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        import io
-
         return io.BytesIO(data)
 
 
@@ -150,8 +151,6 @@ def open_in_chromium(chromium: str, url: str) -> dict:
     match = re.search(rf'<pre id="{PROBE_ID}"[^>]*>(.*?)</pre>', completed.stdout, re.S)
     assert match, (f"{url}: the page did not finish loading in Chromium (no probe report); exit "
                    f"{completed.returncode}; stderr tail:\n{completed.stderr[-2000:]}")
-    import html as html_lib
-
     return json.loads(html_lib.unescape(match.group(1)))
 
 
@@ -212,7 +211,7 @@ class _LinkCollector(HTMLParser):
             self.links.append((tag, attributes.get("rel") or "", attributes[name]))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _parse(path: Path) -> _LinkCollector:
     collector = _LinkCollector()
     collector.feed(path.read_text(encoding="utf8", errors="replace"))
