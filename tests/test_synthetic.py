@@ -222,3 +222,15 @@ def test_overview_figure_shows_every_category(small_root):
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=40)
     assert buffer.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_overview_with_masks_beside(small_root):
+    fig = plot_overview(small_root, categories=["wood", "screw"], masks="beside", example=0)
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(shown) == 2 * 5
+    for ax in shown:
+        h, w = ax.images[0].get_array().shape[:2]
+        assert w > 2 * h  # image, gap, mask
+        assert not ax.collections
+    with pytest.raises(DataError, match="masks must be 'outline' or 'beside'"):
+        plot_overview(small_root, masks="overlay")
