@@ -110,7 +110,7 @@ def cmd_train(args) -> int:
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return launch_distributed(args, config)
     run = train(config, resume=not args.restart, quiet=args.quiet)
-    if run is not None and not args.quiet:
+    if not args.quiet and os.environ.get("RANK", "0") == "0":
         print(f"run: {run.path}")
     return 0
 

@@ -487,7 +487,6 @@ def finish_run(context: _Context) -> None:
         from maskad_core.evaluate import format_table, metrics_table
 
         print(format_table(metrics_table(metrics)))
-        print(f"run folder: {path}")
 
 
 def main(argv: list[str] | None = None) -> int:
