@@ -31,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--repeats", type=int, help="timed calls per measurement (default: per config)")
     parser.add_argument("--no-lpips", action="store_true", help="skip the training step with LPIPS")
+    parser.add_argument("--no-thread-sweep", action="store_true",
+                        help="skip the 1..cores threads comparison (CPU only)")
     parser.add_argument("--matmul-size", type=int, help="side of the reference matmul (default 2048, "
                         "8192 on cuda, 256 with --quick)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help=f"output folder (default {RESULTS_DIR})")
@@ -62,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         results = run_benchmark(configs, device=args.device, matmul_size=size,
                                 matmul_repeats=2 if args.quick else 5, lpips=not args.no_lpips,
+                                sweep_threads=not args.no_thread_sweep,
                                 log=lambda msg: print(msg, file=sys.stderr, flush=True))
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -15,7 +15,7 @@ from unittest import mock
 import torch
 
 from bench.configs import BenchConfig
-from bench.flops import count_flops, matmul_rate, median, synchronize
+from bench.flops import MatmulProbe, count_flops, median, synchronize
 from bench.machine import ContentionMeter, PeakMemory, machine_info
 from bench.reference import PerViewLoopReference
 from maskad_core import losses
@@ -140,11 +140,18 @@ def time_calls(fn: Callable[[], object], repeats: int) -> list[float]:
     return times
 
 
-def warm_and_measure(fn: Callable[[], object], repeats: int, device: torch.device) -> tuple[list[float], PeakMemory]:
-    """One warm-up call, whose peak memory is recorded, then ``repeats`` timed calls."""
+def measure(fn: Callable[[], object], repeats: int, device: torch.device,
+            probe: MatmulProbe) -> dict:
+    """One warm-up call, whose peak memory is recorded, then ``repeats`` timed calls, each followed
+    by a matmul sample: returns median seconds, the median matmul FLOP/s around them, peak MiB."""
     with PeakMemory(device) as memory:
         fn()
-    return time_calls(fn, repeats), memory
+    times, rates = [], []
+    for _ in range(repeats):
+        times += time_calls(fn, 1)
+        rates.append(probe.sample())
+    return {"seconds": median(times), "matmul_flops": median(rates), "peak_mib": memory.mib,
+            "memory_method": memory.method}
 
 
 def compare_views(work: Workload, batch: int, repeats: int) -> dict:
@@ -170,64 +177,100 @@ def per_image_flops(fn: Callable[[], object], batch: int) -> tuple[float, dict[s
     return total / batch, by_op
 
 
-def measure_config(config: BenchConfig, device: torch.device, lpips: bool,
+def measure_config(config: BenchConfig, device: torch.device, probe: MatmulProbe, lpips: bool,
                    log: Callable[[str], None] = print) -> dict:
+    """Every measurement of one configuration (raw: seconds, FLOPs, matmul rates around them)."""
     work = Workload(config, device)
     result = {"name": config.name, "description": config.describe(), "note": config.note,
               "paper": config.paper, "model": dict(config.model), "n_views": work.n_views,
               "parameters": count_parameters(work.model), "train_batch": config.train_batch,
               "infer_batch": config.infer_batch, "repeats": config.repeats}
-    reps = config.repeats
+    reps, phases = config.repeats, {}
 
-    log(f"[{config.name}] scoring: FLOPs, batch 1, batch {config.infer_batch}")
-    flops_infer, by_op = per_image_flops(work.scoring(1), 1)
-    times, memory = warm_and_measure(work.scoring(config.infer_batch), reps, device)
-    result["infer_images_per_s"] = config.infer_batch / median(times)
-    result["infer_peak_mib"] = memory.mib
-    result["memory_method"] = memory.method
-    result["infer_ms_batch1"] = 1e3 * median(warm_and_measure(work.scoring(1), reps, device)[0])
+    log(f"[{config.name}] scoring: FLOPs, batch {config.infer_batch}, batch 1")
+    flops = {}
+    flops["infer"], result["flops_by_op_infer"] = count_flops(work.scoring(1))
+    phases["infer"] = measure(work.scoring(config.infer_batch), reps, device, probe)
+    phases["infer_batch1"] = measure(work.scoring(1), reps, device, probe)
 
     log(f"[{config.name}] batched views vs per-view loop")
     result["views_vs_loop"] = [compare_views(work, b, reps) for b in sorted({1, config.infer_batch})]
 
     log(f"[{config.name}] training step without LPIPS, batch {config.train_batch}")
     loss_plain, _ = make_loss(False)
-    flops_train, by_op_train = per_image_flops(work.train_step(1, loss_plain), 1)
-    times, memory = warm_and_measure(work.train_step(config.train_batch, loss_plain), reps, device)
-    result["train_images_per_s"] = config.train_batch / median(times)
-    result["train_peak_mib"] = memory.mib
+    flops["train"], result["flops_by_op_train"] = count_flops(work.train_step(1, loss_plain))
+    phases["train"] = measure(work.train_step(config.train_batch, loss_plain), reps, device, probe)
 
     if lpips:
         log(f"[{config.name}] training step with LPIPS, batch {config.train_batch}")
-        loss_lpips, weights = make_loss(True)
+        loss_lpips, result["lpips_weights"] = make_loss(True)
         loss_lpips.to(device)
-        flops_lpips, _ = per_image_flops(work.train_step(1, loss_lpips), 1)
-        times, memory = warm_and_measure(work.train_step(config.train_batch, loss_lpips), reps, device)
-        result.update(train_lpips_images_per_s=config.train_batch / median(times),
-                      train_lpips_peak_mib=memory.mib, lpips_weights=weights)
-    else:
-        flops_lpips = None
-
-    result["flops_per_image"] = {"infer": flops_infer, "train": flops_train, "train_lpips": flops_lpips}
-    result["flops_by_op_infer"] = by_op
-    result["flops_by_op_train"] = by_op_train
+        flops["train_lpips"] = count_flops(work.train_step(1, loss_lpips))[0]
+        phases["train_lpips"] = measure(work.train_step(config.train_batch, loss_lpips), reps, device,
+                                        probe)
+    result["flops_per_image"] = flops
+    result["phases"] = phases
+    result["memory_method"] = phases["infer"]["memory_method"]
     return result
 
 
-def add_derived(result: dict, matmul_flops: float) -> dict:
-    """Fractions of the matmul rate, the batch-1 lower bound and the paper-schedule projection."""
-    flops = result["flops_per_image"]
-    result["infer_fraction_of_peak"] = flops["infer"] * result["infer_images_per_s"] / matmul_flops
-    result["infer_batch1_fraction_of_peak"] = flops["infer"] / (result["infer_ms_batch1"] / 1e3) / matmul_flops
-    result["infer_ms_lower_bound"] = 1e3 * flops["infer"] / matmul_flops
-    result["train_fraction_of_peak"] = flops["train"] * result["train_images_per_s"] / matmul_flops
+def add_derived(result: dict) -> dict:
+    """Throughputs, fractions of the matmul rate measured around each phase, the batch-1 lower bound
+    and the paper-schedule projection."""
+    flops, phases = result["flops_per_image"], result["phases"]
+    batches = {"infer": result["infer_batch"], "infer_batch1": 1, "train": result["train_batch"],
+               "train_lpips": result["train_batch"]}
+    flops_of = {"infer": flops["infer"], "infer_batch1": flops["infer"], "train": flops["train"],
+                "train_lpips": flops.get("train_lpips")}
+    for name, phase in phases.items():
+        rate = batches[name] / phase["seconds"]
+        phase["images_per_s"] = rate
+        phase["fraction_of_matmul"] = flops_of[name] * rate / phase["matmul_flops"]
+    result["infer_images_per_s"] = phases["infer"]["images_per_s"]
+    result["infer_ms_batch1"] = 1e3 * phases["infer_batch1"]["seconds"]
+    result["infer_ms_lower_bound"] = 1e3 * flops["infer"] / phases["infer_batch1"]["matmul_flops"]
+    result["infer_fraction_of_peak"] = phases["infer"]["fraction_of_matmul"]
+    result["infer_batch1_fraction_of_peak"] = phases["infer_batch1"]["fraction_of_matmul"]
+    result["infer_peak_mib"] = phases["infer"]["peak_mib"]
     images = PAPER_TRAIN_IMAGES * PAPER_EPOCHS
-    result["paper_schedule_hours"] = images / result["train_images_per_s"] / 3600
-    if flops.get("train_lpips") is not None:
-        result["train_lpips_fraction_of_peak"] = (
-            flops["train_lpips"] * result["train_lpips_images_per_s"] / matmul_flops)
-        result["paper_schedule_hours_lpips"] = images / result["train_lpips_images_per_s"] / 3600
+    for name in ("train", "train_lpips"):
+        if name in phases:
+            result[f"{name}_images_per_s"] = phases[name]["images_per_s"]
+            result[f"{name}_fraction_of_peak"] = phases[name]["fraction_of_matmul"]
+            result[f"{name}_peak_mib"] = phases[name]["peak_mib"]
+            suffix = "" if name == "train" else "_lpips"
+            result[f"paper_schedule_hours{suffix}"] = images / phases[name]["images_per_s"] / 3600
     return result
+
+
+def thread_sweep(config: BenchConfig, device: torch.device, matmul_size: int, repeats: int,
+                 log: Callable[[str], None] = print) -> list[dict]:
+    """Matmul rate and batch-1 scoring latency of ``config`` at 1..cores torch threads, the thread
+    counts taken in turn within each repeat. On a machine shared with other busy processes, threads
+    that wait for a descheduled sibling at every parallel region can cost more than they bring."""
+    if device.type != "cpu":
+        return []
+    cores = machine_info(device)["cores"]
+    before = torch.get_num_threads()
+    work = Workload(config, device)
+    score = work.scoring(1)
+    log(f"[{config.name}] thread sweep 1..{cores}")
+    samples: dict[int, dict[str, list[float]]] = {t: {"matmul": [], "score": []} for t in range(1, cores + 1)}
+    try:
+        for threads in samples:
+            torch.set_num_threads(threads)
+            score()  # warm-up per thread count
+        for _ in range(repeats):
+            for threads, rows in samples.items():
+                torch.set_num_threads(threads)
+                probe = MatmulProbe(matmul_size, device, torch.float32)
+                rows["matmul"].append(probe.sample())
+                rows["score"] += time_calls(score, 1)
+    finally:
+        torch.set_num_threads(before)
+    return [{"threads": t, "matmul_gflops": median(r["matmul"]) / 1e9,
+             "score_ms_batch1": 1e3 * median(r["score"]), "config": config.name}
+            for t, r in samples.items()]
 
 
 def evaluate_targets(configs: list[dict], device: torch.device) -> list[dict]:
@@ -254,8 +297,8 @@ def evaluate_targets(configs: list[dict], device: torch.device) -> list[dict]:
 
 def run_benchmark(configs: list[BenchConfig], device: str | torch.device = "cpu",
                   matmul_size: int = 2048, matmul_repeats: int = 5, lpips: bool = True,
-                  log: Callable[[str], None] = print) -> dict:
-    """Measure every configuration; the matmul rate is sampled before and after them."""
+                  sweep_threads: bool = True, log: Callable[[str], None] = print) -> dict:
+    """Measure every configuration; the matmul rate is sampled before and between the timed calls."""
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but torch.cuda.is_available() is False")
@@ -265,19 +308,21 @@ def run_benchmark(configs: list[BenchConfig], device: str | torch.device = "cpu"
     meter = ContentionMeter()
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     log(f"matmul {matmul_size}x{matmul_size} {str(dtype).removeprefix('torch.')} on {device}")
-    samples = matmul_rate(matmul_size, matmul_repeats, device, dtype)
-    results = [measure_config(c, device, lpips, log) for c in configs]
-    after = matmul_rate(matmul_size, matmul_repeats, device, dtype)
-    rate = median(samples + after)
-    results = [add_derived(r, rate) for r in results]
+    probe = MatmulProbe(matmul_size, device, dtype)
+    for _ in range(matmul_repeats):
+        probe.sample()
+    results = [add_derived(measure_config(c, device, probe, lpips, log)) for c in configs]
+    sweep = thread_sweep(configs[0], device, matmul_size, configs[0].repeats, log) if sweep_threads else []
     return {
         "machine": info,
         "contention": meter.report(info["cores"]),
         "matmul": {"size": matmul_size, "dtype": str(dtype).removeprefix("torch."),
-                   "gflops_before": [s / 1e9 for s in samples], "gflops_after": [s / 1e9 for s in after],
-                   "gflops": rate / 1e9},
+                   "gflops": median(probe.samples) / 1e9,
+                   "gflops_min": min(probe.samples) / 1e9, "gflops_max": max(probe.samples) / 1e9,
+                   "samples": len(probe.samples)},
         "autocast": "bf16" if device.type == "cuda" else "none (fp32)",
         "configs": results,
+        "thread_sweep": sweep,
         "targets": evaluate_targets(results, device),
         "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }

@@ -45,24 +45,32 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_rate(size: int, repeats: int, device: torch.device, dtype: torch.dtype) -> list[float]:
-    """FLOP/s of ``torch.mm`` on two size x size matrices, one sample per repeat (after one warm-up)."""
-    if size < 1 or repeats < 1:
-        raise ValueError(f"matmul size and repeats must be >= 1, got {size} and {repeats}")
-    gen = torch.Generator().manual_seed(0)
-    a = torch.rand(size, size, generator=gen).to(device=device, dtype=dtype)
-    b = torch.rand(size, size, generator=gen).to(device=device, dtype=dtype)
-    out = torch.empty(size, size, device=device, dtype=dtype)
-    flops = 2 * size**3
-    torch.mm(a, b, out=out)
-    synchronize(device)
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b, out=out)
+class MatmulProbe:
+    """The machine's reference rate: FLOP/s of ``torch.mm`` on two size x size matrices.
+
+    ``sample()`` times one product; the benchmark takes samples between the calls it times, so that
+    each measurement is compared with the rate the machine gave at that moment.
+    """
+
+    def __init__(self, size: int, device: torch.device, dtype: torch.dtype):
+        if size < 1:
+            raise ValueError(f"matmul size must be >= 1, got {size}")
+        self.size, self.device, self.dtype = size, device, dtype
+        gen = torch.Generator().manual_seed(0)
+        self.a = torch.rand(size, size, generator=gen).to(device=device, dtype=dtype)
+        self.b = torch.rand(size, size, generator=gen).to(device=device, dtype=dtype)
+        self.out = torch.empty(size, size, device=device, dtype=dtype)
+        self.samples: list[float] = []
+        torch.mm(self.a, self.b, out=self.out)  # warm-up
         synchronize(device)
-        rates.append(flops / (time.perf_counter() - start))
-    return rates
+
+    def sample(self) -> float:
+        start = time.perf_counter()
+        torch.mm(self.a, self.b, out=self.out)
+        synchronize(self.device)
+        rate = 2 * self.size**3 / (time.perf_counter() - start)
+        self.samples.append(rate)
+        return rate
 
 
 def median(values: list[float]) -> float:

@@ -16,8 +16,8 @@ METRIC_ROWS = [
     ("training img/s, no LPIPS (batch)", lambda r: f"{r['train_images_per_s']:.3g} ({r['train_batch']})"),
     ("training img/s, with LPIPS", lambda r: _fmt(r.get("train_lpips_images_per_s"), "{:.3g}")),
     ("scoring img/s, batched (batch)", lambda r: f"{r['infer_images_per_s']:.3g} ({r['infer_batch']})"),
-    ("scoring ms/image, batch 1", lambda r: f"{r['infer_ms_batch1']:.1f}"),
-    ("lower bound ms/image (FLOPs / matmul rate)", lambda r: f"{r['infer_ms_lower_bound']:.1f}"),
+    ("scoring ms/image, batch 1", lambda r: f"{r['infer_ms_batch1']:.3g}"),
+    ("lower bound ms/image (FLOPs / matmul rate)", lambda r: f"{r['infer_ms_lower_bound']:.3g}"),
     ("GFLOP/image: scoring", lambda r: f"{r['flops_per_image']['infer'] / 1e9:.3g}"),
     ("GFLOP/image: training step (with LPIPS)", lambda r: _train_flops(r)),
     ("training, % of matmul rate (with LPIPS)", lambda r: _pct_pair(r, "train_fraction_of_peak",
@@ -68,8 +68,10 @@ def markdown(results: dict) -> str:
         f"Measured {results['created']} on **{m['cpu']}** ({m['cores']} cores, {m['threads']} torch "
         f"threads), device `{m['device']}`{' (' + m['gpu'] + ')' if 'gpu' in m else ''}, torch "
         f"{m['torch']}, autocast {results['autocast']}. Matrix-multiply rate "
-        f"({mm['size']}x{mm['size']} {mm['dtype']} `torch.mm`, median of before and after): "
-        f"**{mm['gflops']:.1f} GFLOP/s**.",
+        f"({mm['size']}x{mm['size']} {mm['dtype']} `torch.mm`, median of {mm['samples']} samples "
+        f"taken between the timed calls, range {mm['gflops_min']:.1f} to {mm['gflops_max']:.1f}): "
+        f"**{mm['gflops']:.1f} GFLOP/s**; each fraction of it below uses the samples taken around "
+        "its own calls.",
         "",
         contention_text(cont, m["cores"]),
         "",
@@ -84,6 +86,12 @@ def markdown(results: dict) -> str:
         lines.append(f"| {t['target']} | {t['config']} | {value} | {'met' if t['met'] else 'missed'} |")
     if not results["targets"]:
         lines.append("| (no configuration the targets apply to was measured) | | | |")
+    if results.get("thread_sweep"):
+        name = results["thread_sweep"][0]["config"]
+        lines += ["", f"| torch threads | matmul GFLOP/s | {name}: scoring ms/image, batch 1 |",
+                  "|---|---|---|"]
+        lines += [f"| {row['threads']} | {row['matmul_gflops']:.1f} | {row['score_ms_batch1']:.3g} |"
+                  for row in results["thread_sweep"]]
     notes = sorted({r["lpips_weights"] for r in results["configs"] if "lpips_weights" in r})
     memory = sorted({r["memory_method"] for r in results["configs"]})
     lines += ["", f"LPIPS network: {', '.join(notes) or 'not measured'}. Peak memory: the first "

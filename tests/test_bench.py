@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from bench.__main__ import main
-from bench.configs import BenchConfig, cpu_profile_model
+from bench.configs import BenchConfig, cpu_profile_model, quick_configs
+from bench.core import thread_sweep
 from bench.flops import count_flops
-from bench.machine import PeakMemory
+from bench.machine import PeakMemory, machine_info
 from bench.reference import PerViewLoopReference
 from bench.report import METRIC_ROWS, markdown
 from maskad_core.masking import complementary_masks
@@ -144,7 +145,10 @@ def fake_result(outputs_equal=True) -> dict:
         "machine": {"cpu": "Test CPU", "cores": 2, "threads": 1, "device": "cpu", "torch": "x"},
         "contention": {"wall_s": 5, "load_avg_1min_start": 3.0, "load_avg_1min_end": 3.0,
                        "other_processes_cpu_share": 0.5},
-        "matmul": {"size": 256, "dtype": "float32", "gflops": 80.0},
+        "matmul": {"size": 256, "dtype": "float32", "gflops": 80.0, "gflops_min": 70.0,
+                   "gflops_max": 90.0, "samples": 9},
+        "thread_sweep": [{"threads": 1, "matmul_gflops": 80.0, "score_ms_batch1": 3.0, "config": "alpha"},
+                         {"threads": 2, "matmul_gflops": 60.0, "score_ms_batch1": 9.0, "config": "alpha"}],
         "autocast": "none (fp32)", "created": "now", "configs": [config, {**config, "name": "beta"}],
         "targets": [{"target": "training step >= 40% of matmul rate", "config": "alpha",
                      "value": 0.3, "met": False}],
@@ -161,6 +165,7 @@ def test_markdown_has_a_column_per_config_and_a_row_per_metric():
     assert "Test CPU" in text and "80.0 GFLOP/s" in text and "shared" in text
     assert "| 4.2 (5.25 with LPIPS) | 4.2 (5.25 with LPIPS) |" in text  # 100.8 h, 126 h in days
     assert "| 2.00x at batch 1 |" in text
+    assert "| 2 | 60.0 | 9 |" in text
 
 
 def test_markdown_flags_views_that_differ():
@@ -176,7 +181,8 @@ def restore_threads():
 
 
 def test_quick_run_writes_json_and_markdown(tmp_path, capsys, restore_threads):
-    assert main(["--quick", "--repeats", "1", "--threads", "1", "--out", str(tmp_path)]) == 0
+    args = ["--quick", "--repeats", "1", "--threads", "1", "--no-thread-sweep", "--out", str(tmp_path)]
+    assert main(args) == 0
     record = json.loads((tmp_path / "quick.json").read_text())
     (config,) = record["configs"]
     assert config["name"] == "tiny" and config["n_views"] == 4
@@ -188,6 +194,14 @@ def test_quick_run_writes_json_and_markdown(tmp_path, capsys, restore_threads):
     table = (tmp_path / "quick.md").read_text()
     assert "| metric | tiny |" in table
     assert table in capsys.readouterr().out
+
+
+def test_thread_sweep_covers_every_core_and_restores_the_thread_count(restore_threads):
+    torch.set_num_threads(1)
+    rows = thread_sweep(quick_configs()[0], torch.device("cpu"), matmul_size=64, repeats=1, log=print)
+    assert [row["threads"] for row in rows] == list(range(1, machine_info(torch.device("cpu"))["cores"] + 1))
+    assert all(row["matmul_gflops"] > 0 and row["score_ms_batch1"] > 0 for row in rows)
+    assert torch.get_num_threads() == 1
 
 
 def test_unknown_config_is_a_clear_error(tmp_path, capsys):
