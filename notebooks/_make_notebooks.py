@@ -359,11 +359,22 @@ size, widths and number of epochs come from the profile; the line below states t
 cached by `maskad_core.train.train`: the other notebooks re-use it instead of training again.
 """),
     parameters_cell([]),
-    code(setup(TORCH, "from maskad_core import runs", "from maskad_core.train import train")
+    code(setup(TORCH, "from maskad_core import paper, runs", "from maskad_core.train import train")
          + "\n\n" + MAIN_CONFIG + '''
 
 nb03_provenance = study.provenance(main_config, profile=profile)
 print(nb03_provenance)
+setting = paper.setting()
+papers = (setting["image_size"], setting["epochs"], setting["batch_size"], setting["lr"])
+ours = (main_config.image_size, main_config.epochs, main_config.batch_size, main_config.lr)
+budget_vs_paper = (
+    f"This run: {study.budget_description(main_config)}, on {study.data_label(main_config)}. "
+    f"The paper: {setting['epochs']} epochs, batch {setting['batch_size']}, {setting['image_size']} px, "
+    f"all {setting['categories']} MVTec AD categories, {setting['gpus']}. "
+    + ("This is the paper's budget." if ours == papers else
+       "This is a reduced budget, not the paper's setting: its numbers are not the paper's."))
+print(budget_vs_paper)
+glue("budget_vs_paper", budget_vs_paper, display=False)
 glue("nb03_provenance", nb03_provenance, display=False)
 glue("data_description", study.data_description(main_config), display=False)
 glue("budget_description", study.budget_description(main_config), display=False)

@@ -1,0 +1,214 @@
+"""The study pipeline: profiles, notebook parameters, run_study's failure report, the book build."""
+
+from __future__ import annotations
+
+import ast
+import json
+
+import nbformat
+import pytest
+import torch
+from nbformat.v4 import new_code_cell, new_notebook
+
+from maskad_core import paper, study
+from maskad_core.config import FIELD_NAMES
+from maskad_core.losses import ReconstructionLoss
+from maskad_core.masking import make_masks
+from maskad_core.train import build_model, make_optimizer
+
+NOTEBOOK_DIR = study.notebooks_dir()
+
+
+def declared(name: str) -> dict:
+    return study.notebook_parameters(NOTEBOOK_DIR / f"{name}.ipynb")
+
+
+def test_profiles_are_the_four_named_ones():
+    assert study.profile_names() == ["smoke", "cpu", "mvtec", "paper"]
+    for name in study.profile_names():
+        assert study.profile_description(name)
+
+
+def test_every_profile_key_is_a_notebook_parameter_and_every_parameter_is_in_every_profile():
+    parameters = {name: declared(name) for name in study.NOTEBOOKS}
+    union = set().union(*parameters.values())
+    for profile in study.profile_names():
+        keys = set(study.load_profile(profile))
+        assert keys - union == set(), profile  # nothing a notebook would silently ignore
+        for name, params in parameters.items():
+            assert set(params) <= keys, (profile, name, set(params) - keys)
+
+
+def test_every_parameter_has_a_comment_and_the_smoke_default():
+    smoke = study.load_profile("smoke")
+    for name in study.NOTEBOOKS:
+        for key, spec in declared(name).items():
+            assert spec["help"], (name, key)
+            assert ast.literal_eval(spec["default"]) == smoke[key], (name, key)
+
+
+def test_help_notebook_lists_every_parameter_with_its_comment():
+    from click.testing import CliRunner
+    from papermill.cli import papermill
+
+    path = NOTEBOOK_DIR / "05_table2_ablation.ipynb"
+    result = CliRunner().invoke(papermill, ["--help-notebook", str(path)])
+    assert result.exit_code == 0
+    for key, spec in declared("05_table2_ablation").items():
+        assert key in result.output and spec["help"] in result.output
+
+
+def test_notebook_sources_are_committed_without_outputs():
+    for name in study.NOTEBOOKS:
+        notebook = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
+        code = [c for c in notebook.cells if c.cell_type == "code"]
+        assert all(not c.outputs and c.execution_count is None for c in code), name
+        tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, name
+        headings = [line for c in notebook.cells if c.cell_type == "markdown"
+                    for line in c.source.splitlines() if line.startswith("# ")]
+        assert len(headings) == 1, name  # one title per page of the book
+
+
+def test_paper_profile_is_the_papers_setting():
+    params = study.load_profile("paper")
+    setting = paper.setting()
+    assert params["image_size"] == setting["image_size"] == 224
+    assert (params["depth"], params["decoder_depth"]) == paper.parse_depths("E2D4")
+    assert params["mask_ratio"] == setting["mask_ratio"] == 0.75
+    assert params["epochs"] == setting["epochs"] == 1000
+    assert params["batch_size"] == setting["batch_size"] == 16
+    assert params["lr"] == setting["lr"] == 1e-3
+    assert params["warmup_epochs"] == setting["warmup_epochs"] == 10
+    assert params["categories"] == list(paper.MVTEC_CATEGORIES) and len(params["categories"]) == 15
+    assert (params["embed_dim"], params["num_heads"]) == (768, 12)  # ViT-Base-like
+    config = study.train_config(params, data_root="/data/mvtec_ad")
+    assert config.masking == "complementary" and config.num_views == 4
+    assert config.image_size // config.patch_size == 14  # 196 patches
+
+
+def test_paper_profile_takes_one_training_step_on_tiny_data():
+    params = study.load_profile("paper")
+    tiny = dict(image_size=32, patch_size=8, embed_dim=32, num_heads=2, decoder_embed_dim=32,
+                decoder_num_heads=2)
+    config = study.train_config(params, data_root="/data/mvtec_ad", **tiny)
+    assert (config.depth, config.decoder_depth, config.mask_ratio, config.lr) == (2, 4, 0.75, 1e-3)
+    torch.manual_seed(0)
+    model = build_model(config)
+    optimizer = make_optimizer(model, config)
+    criterion = ReconstructionLoss(config.ssim_weight, config.l1_weight, config.lpips_weight, lpips="off")
+    images = torch.rand(2, 3, 32, 32)
+    masks = torch.stack([make_masks(config.masking, model.num_patches, config.mask_ratio) for _ in range(2)])
+    before = [p.detach().clone() for p in model.parameters()]
+    views = model.predict_views(images, masks)
+    loss, _ = criterion(model.combine_views(images, views, masks), images)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_paper_profile_needs_a_data_root():
+    with pytest.raises(ValueError, match="data_root"):
+        study.run_study("paper", build_book=False)
+
+
+def test_profile_and_override_errors_name_the_problem():
+    with pytest.raises(ValueError, match="available profiles: smoke, cpu, mvtec, paper"):
+        study.load_profile("gpu")
+    with pytest.raises(ValueError, match="unknown study parameter 'epoch'"):
+        study.load_profile("smoke", ["epoch=3"])
+    with pytest.raises(ValueError, match="key=value"):
+        study.parse_overrides(["epochs"])
+    params = study.load_profile("smoke", ["epochs=3", "categories=[brick, nut]", "data_root=null"])
+    assert params["epochs"] == 3 and params["categories"] == ["brick", "nut"]
+    assert params["data_root"] is None
+    with pytest.raises(ValueError, match="unknown notebook"):
+        study.run_study("smoke", notebooks=["07_extra"], build_book=False)
+
+
+def test_profile_training_keys_are_valid_config_settings():
+    for name in study.profile_names():
+        params = study.load_profile(name)
+        config = study.train_config(params, data_root=params["data_root"] or None)
+        for key in set(params) & set(FIELD_NAMES) - {"data_root"}:
+            assert getattr(config, key) == params[key] or key == "categories", (name, key)
+
+
+def _tiny_notebook(source: str) -> nbformat.NotebookNode:
+    parameters = new_code_cell("profile = 'smoke'  # profile name")
+    parameters.metadata["tags"] = ["parameters"]
+    notebook = new_notebook(cells=[parameters, new_code_cell(source)])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return notebook
+
+
+def test_a_failing_notebook_stops_the_study_naming_notebook_cell_and_error(tmp_path):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    nbformat.write(_tiny_notebook("print('fine', profile)"), notebooks / "02_complementary_masking.ipynb")
+    nbformat.write(_tiny_notebook("ratio = 1 / 0"), notebooks / "03_training.ipynb")
+    nbformat.write(_tiny_notebook("print('never run')"), notebooks / "04_table1.ipynb")
+    with pytest.raises(study.StudyError) as caught:
+        study.run_study("smoke", root=tmp_path, build_book=False, log=lambda m: None,
+                        notebooks=["02_complementary_masking", "03_training", "04_table1"])
+    message = str(caught.value)
+    assert "notebook 03_training failed in cell" in message
+    assert "ZeroDivisionError" in message and "ratio = 1 / 0" in message
+    assert caught.value.notebook == "03_training"
+    executed = tmp_path / "book" / "executed"
+    assert (executed / "02_complementary_masking.ipynb").is_file()  # earlier results stay
+    assert not (executed / "04_table1.ipynb").exists()  # later ones were not run
+
+
+def test_stage_book_sources_copies_the_book_but_not_executed_notebooks(tmp_path):
+    source = tmp_path / "repo"
+    (source / "book" / "executed").mkdir(parents=True)
+    (source / "book" / "executed" / "old.ipynb").write_text("{}")
+    (source / "book" / "intro.md").write_text("# Intro\n")
+    (source / "_config.yml").write_text("title: t\n")
+    (source / "notebooks").mkdir()
+    (source / "notebooks" / "01_x.ipynb").write_text(json.dumps({"cells": []}))
+    dest = study.stage_book_sources(tmp_path / "staged", source)
+    assert (dest / "book" / "intro.md").is_file() and (dest / "_config.yml").is_file()
+    assert (dest / "notebooks" / "01_x.ipynb").is_file()
+    assert not (dest / "book" / "executed").exists()
+    assert not (dest / "_toc.yml").exists()  # absent sources are skipped, not invented
+
+
+def test_data_descriptions_never_call_synthetic_data_mvtec(tmp_path):
+    config = study.train_config(study.load_profile("smoke"))
+    assert study.is_synthetic(config) and not study.is_mvtec(config)
+    assert study.data_label(config) == "synthetic, not MVTec AD"
+    real = study.train_config(study.load_profile("mvtec"), categories=["bottle", "screw"])
+    assert not study.is_synthetic(real) and study.is_mvtec(real)
+    assert study.data_label(real) == "MVTec AD"
+    assert study.budget_description(real).startswith(f"{real.epochs} epochs")
+
+
+def test_smoke_study_builds_the_book(smoke_study):
+    assert (smoke_study.root / "_config.yml").is_file(), "book sources were not staged"
+    assert smoke_study.book_error is None, smoke_study.book_error
+    assert (smoke_study.html_dir / "index.html").is_file()
+    for name in study.NOTEBOOKS:
+        page = smoke_study.html_dir / "book" / "executed" / f"{name}.html"
+        assert page.is_file(), name
+    assert smoke_study.seconds["total"] < 600, smoke_study.seconds
+
+
+def test_maskad_study_command_help_and_errors(capsys):
+    from maskad_core.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["study", "--help"])
+    assert exited.value.code == 0
+    shown = capsys.readouterr().out
+    for option in ("--profile", "--no-build", "--parameter", "--notebooks"):
+        assert option in shown
+    for profile in study.profile_names():
+        assert f"{profile}: " in shown
+    assert main(["study", "--profile", "paper", "--no-build"]) == 2
+    assert "needs data_root" in capsys.readouterr().err
+    assert main(["study", "--profile", "smoke", "-p", "epoch=3", "--no-build"]) == 2
+    assert "unknown study parameter 'epoch'" in capsys.readouterr().err
