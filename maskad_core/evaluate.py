@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto, which calls iter() on a DataLoader twice
 
 from maskad_core import metrics as metric_fns
 from maskad_core import scoring

@@ -4,8 +4,9 @@
 evaluates the test split and writes the run folder described in :mod:`maskad_core.runs`.
 
 Exact resumption: every random stream (model init aside) is re-seeded at the start of each epoch from
-(seed, epoch, rank): torch's global generator (augmentation), numpy, python's ``random``, the
-DataLoader's generator (shuffling, worker seeds) and the mask generator. A checkpoint is written at
+(seed, epoch, rank): torch's global generator, numpy, python's ``random``, the DataLoader's generator
+(shuffling, worker seeds) and the mask generator; each training image's augmentation is seeded from
+(seed, epoch, image index), so ``num_workers`` does not change the result either. A checkpoint is written at
 each epoch's end, so a run killed at any moment restarts from the last finished epoch and, on CPU,
 ends bit-identical to an uninterrupted run.
 
@@ -32,7 +33,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 from torch.utils.data.distributed import DistributedSampler
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto, which calls iter() on a DataLoader twice
 
 from maskad_core import runs
 from maskad_core.config import TrainConfig
@@ -127,6 +128,21 @@ def dataset_samples(dataset: Dataset):
     if isinstance(dataset, Subset):
         return [dataset.dataset.samples[i] for i in dataset.indices]
     return list(dataset.samples)
+
+
+class SeededItems(Dataset):
+    """Seeds torch's generator from (seed, epoch, index) before reading each item, so that an
+    image's augmentation does not depend on the number of DataLoader workers or processes."""
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        torch.manual_seed(derive_seed(self.seed, "item", self.epoch, index))
+        return self.dataset[index]
 
 
 def batch_masks(config: TrainConfig, num_patches: int, batch: int, generator: torch.Generator):
@@ -245,6 +261,7 @@ class _Context:
 
         self.data_root, self.synthetic = resolve_data_root(config)
         self.train_set, self.train_full = open_dataset(config, "train", self.data_root, augment=True)
+        self.seeded_train_set = SeededItems(self.train_set, config.seed)
         if distributed.active:
             self.sampler = DistributedSampler(self.train_set, num_replicas=distributed.world_size,
                                               rank=distributed.rank, shuffle=True, seed=config.seed)
@@ -253,7 +270,7 @@ class _Context:
             self.loader_generator = torch.Generator()
             self.sampler = RandomSampler(self.train_set, generator=self.loader_generator)
         self.loader = DataLoader(
-            self.train_set, batch_size=self.local_batch, sampler=self.sampler,
+            self.seeded_train_set, batch_size=self.local_batch, sampler=self.sampler,
             num_workers=config.num_workers, worker_init_fn=_seed_worker,
             generator=self.loader_generator, pin_memory=self.device.type == "cuda",
         )
@@ -308,6 +325,7 @@ class _Context:
     # -- the loop
     def seed_epoch(self, epoch: int) -> None:
         seed, rank = self.config.seed, self.dist.rank
+        self.seeded_train_set.epoch = epoch
         seed_everything(derive_seed(seed, "global", epoch, rank))
         self.mask_generator.manual_seed(derive_seed(seed, "masks", epoch, rank))
         if self.loader_generator is not None:

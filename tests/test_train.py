@@ -213,3 +213,13 @@ def test_model_follows_the_config(data_root):
     model = build_model(tiny_config(data_root, depth=1, decoder_depth=2))
     assert (len(model.blocks), len(model.decoder_blocks)) == (1, 2)
     assert model.img_size == 32 and model.patch_size == 8
+
+
+def test_worker_count_does_not_change_the_result(data_root, tmp_path, monkeypatch):
+    states = []
+    for workers in (0, 2):
+        monkeypatch.setenv("MASKAD_HOME", str(tmp_path / f"workers{workers}"))
+        config = tiny_config(data_root, epochs=1, num_workers=workers,
+                             augment=["crop", "rotate", "flip"])
+        states.append(_state(train(config, quiet=True)))
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
