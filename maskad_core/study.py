@@ -38,8 +38,8 @@ NOTEBOOKS = (
 )
 #: The order they are executed in: 03 trains the main model that 04, 05, 06 and 01 re-use.
 EXECUTION_ORDER = (
-    "02_complementary_masking",
     "03_training",
+    "02_complementary_masking",
     "04_table1",
     "05_table2_ablation",
     "06_figure3_histograms",
@@ -361,11 +361,12 @@ def model_description(config) -> str:
             f"({config.decoder_num_heads} heads), {config.patch_size} px patches")
 
 
-def budget_description(config) -> str:
+def budget_description(config, *, masking: bool = True) -> str:
     limit = config.max_train_images_per_category
     images = "all training images" if limit is None else f"at most {limit} training images per category"
-    return (f"{config.epochs} epochs, batch {config.batch_size}, AdamW lr {config.lr:g}, "
-            f"{images}, {config.image_size} px, {config.masking} masking r = {config.mask_ratio:g}")
+    text = (f"{config.epochs} epochs, batch {config.batch_size}, AdamW lr {config.lr:g}, "
+            f"{images}, {config.image_size} px")
+    return text + (f", {config.masking} masking r = {config.mask_ratio:g}" if masking else "")
 
 
 def hardware_description(device: str | None = None) -> str:

@@ -86,8 +86,20 @@ def _import_block(lines: list[str]) -> list[str]:
     return plain + froms
 
 
+PATHS_AND_WARNINGS = """\
+import sys
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path.cwd().resolve().parent))  # the repository, when run from notebooks/
+# Runs are quiet (no progress bars); the training notebook reports whether LPIPS was active.
+warnings.filterwarnings("ignore", message="IProgress not found")
+warnings.filterwarnings("ignore", message="LPIPS disabled")
+warnings.filterwarnings("ignore", category=UserWarning, module="torch")"""
+
+
 def setup(*imports: str) -> str:
-    """The setup cell: the repository on sys.path (for runs by hand from notebooks/), the imports."""
+    """The imports cell (after PATHS_AND_WARNINGS): sorted as ruff's isort wants them."""
     every = ["import matplotlib.pyplot as plt", "from myst_nb import glue",
              "from maskad_core import study", *imports]
 
@@ -99,21 +111,11 @@ def setup(*imports: str) -> str:
         _import_block([i for i in every if top(i) not in STDLIB and top(i) != "maskad_core"]),
         _import_block([i for i in every if top(i) == "maskad_core"]),
     ]
-    lines = [
-        "import sys",
-        "import warnings",
-        "from pathlib import Path",
-        "",
-        "sys.path.insert(0, str(Path.cwd().resolve().parent))  # the repository, when run from notebooks/",
-        "",
-    ]
+    lines = []
     for section in sections:
         if section:
             lines += section + [""]
-    lines += [
-        'warnings.filterwarnings("ignore", category=UserWarning, module="torch")',
-        'plt.rcParams.update({"figure.dpi": 80, "savefig.dpi": 80})',
-    ]
+    lines += ['plt.rcParams.update({"figure.dpi": 80, "savefig.dpi": 80})']
     return "\n".join(lines)
 
 
@@ -153,6 +155,7 @@ saw it. This notebook derives the identities behind it and checks each one numer
 library's own masks (`maskad_core.masking`) and composite (`MaskedAutoencoder.combine_views`).
 """),
     parameters_cell(["derivation_image_size", "derivation_patch_size"]),
+    code(PATHS_AND_WARNINGS),
     code(setup(PD, TORCH, "from maskad_core import masking",
                "from maskad_core.model import MaskedAutoencoder") + "\n\n" + MAIN_CONFIG + '''
 
@@ -359,6 +362,7 @@ size, widths and number of epochs come from the profile; the line below states t
 cached by `maskad_core.train.train`: the other notebooks re-use it instead of training again.
 """),
     parameters_cell([]),
+    code(PATHS_AND_WARNINGS),
     code(setup(TORCH, "from maskad_core import paper, runs", "from maskad_core.train import train")
          + "\n\n" + MAIN_CONFIG + '''
 
@@ -473,6 +477,7 @@ random masking, and the same model scored by the maximum or the top 1% of its er
 the mean. Pixel AUROC and AUPRO (which the paper does not report) are given where masks exist.
 """),
     parameters_cell([]),
+    code(PATHS_AND_WARNINGS),
     code(setup(PD, "from maskad_core import paper", "from maskad_core.evaluate import metrics_table",
                "from maskad_core.train import train") + "\n\n" + MAIN_CONFIG + '''
 
@@ -595,6 +600,7 @@ E2D4 at $r = 0.75$: a shallow encoder with a deeper decoder. Here each cell of t
 cached training run of the profile's budget per cell; the cells a profile does not run stay empty.
 """),
     parameters_cell(["ablation_depths", "ablation_ratios", "ablation_epochs"]),
+    code(PATHS_AND_WARNINGS),
     code(setup(NP, PD, "import seaborn as sns", "from maskad_core import paper",
                "from maskad_core.train import train") + "\n\n" + MAIN_CONFIG + '''
 
@@ -606,11 +612,18 @@ for name in ablation_depths:
         cells[(name, float(ratio))] = study.train_config(
             settings, depth=encoder_depth, decoder_depth=decoder_depth, mask_ratio=float(ratio),
             epochs=ablation_epochs, warmup_epochs=min(warmup_epochs, ablation_epochs))
-cell_budget = study.budget_description(next(iter(cells.values()))).replace(
-    f"r = {mask_ratio:g}", "r per cell")
-nb05_provenance = (f"Table 2 grid {', '.join(ablation_depths)} x r in {ablation_ratios}; each cell: "
-                   + study.provenance(next(iter(cells.values())), profile=profile).replace(
-                       study.budget_description(next(iter(cells.values()))), cell_budget))
+first = next(iter(cells.values()))
+nb05_provenance = "; ".join([
+    f"Table 2 grid {', '.join(ablation_depths)} x r in {ablation_ratios}, complementary masking, "
+    "one cached run per cell",
+    f"data: {study.data_description(first)}",
+    f"widths: encoder {first.embed_dim} ({first.num_heads} heads), decoder {first.decoder_embed_dim} "
+    f"({first.decoder_num_heads} heads), {first.patch_size} px patches",
+    f"budget per cell: {study.budget_description(first, masking=False)}",
+    f"hardware: {study.hardware_description()}",
+    f"seed {seed}",
+    f"profile {profile!r}",
+])
 print(nb05_provenance)
 glue("nb05_provenance", nb05_provenance, display=False)'''),
     md("""
@@ -682,6 +695,7 @@ per-image scores of the profile's multi-class model (eq. 1, the mean squared err
 curve of each category.
 """),
     parameters_cell(["histogram_bins"]),
+    code(PATHS_AND_WARNINGS),
     code(setup(NP, "import seaborn as sns", "from sklearn.metrics import roc_curve",
                "from maskad_core.metrics import image_auroc", "from maskad_core.train import train")
          + "\n\n" + MAIN_CONFIG + '''
@@ -776,6 +790,7 @@ at all. This notebook computes how often that happens, checks the formula by sim
 trained models, and compares random with complementary masking at the same budget.
 """),
     parameters_cell(["closed_form_num_patches", "simulation_trials", "example_count"]),
+    code(PATHS_AND_WARNINGS),
     code(setup(NP, PD, TORCH, "from math import comb", "from maskad_core import masking")),
     md(r"""
 ## The chance that a defect stays entirely visible

@@ -51,11 +51,11 @@ def test_help_notebook_lists_every_parameter_with_its_comment():
     from click.testing import CliRunner
     from papermill.cli import papermill
 
-    path = NOTEBOOK_DIR / "05_table2_ablation.ipynb"
-    result = CliRunner().invoke(papermill, ["--help-notebook", str(path)])
-    assert result.exit_code == 0
-    for key, spec in declared("05_table2_ablation").items():
-        assert key in result.output and spec["help"] in result.output
+    for name in study.NOTEBOOKS:
+        result = CliRunner().invoke(papermill, ["--help-notebook", str(NOTEBOOK_DIR / f"{name}.ipynb")])
+        assert result.exit_code == 0
+        for key, spec in declared(name).items():
+            assert key in result.output and spec["help"] in result.output, (name, key)
 
 
 def test_notebook_sources_are_committed_without_outputs():
