@@ -902,8 +902,8 @@ samples = dataset_samples(test_set)
 defective = [i for i, s in enumerate(samples) if s.label == 1 and s.has_mask]
 print(f"{len(defective)} defective test images with a ground-truth mask")"""),
     code("""
-cpu = torch.device("cpu")
-models = {"random": baseline.load_model().eval(), "complementary": run.load_model().eval()}
+device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+models = {"random": baseline.load_model(device).eval(), "complementary": run.load_model(device).eval()}
 configs = {"random": baseline_config, "complementary": main_config}
 stats = []
 examples = {}
@@ -914,7 +914,7 @@ for start in range(0, len(defective), 32):
     defect = torch.stack([b["mask"][0] for b in batch]) > 0.5              # (B, H, W)
     random_masks = image_masks(baseline_config, models["random"].num_patches, indices)[:, 0]
     visible = 1 - models["random"].patch_to_pixel_mask(random_masks.unsqueeze(1)).float()[:, 0, 0]
-    maps = {name: reconstruct_and_map(models[name], configs[name], images, indices, cpu)[1]
+    maps = {name: reconstruct_and_map(models[name], configs[name], images, indices, device)[1]
             for name in models}
     for j, index in enumerate(indices):
         d = defect[j]
