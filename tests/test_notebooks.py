@@ -66,7 +66,7 @@ def test_every_notebook_ran_clean_and_states_its_provenance(smoke_study, name):
     assert not errors
     assert notebook.metadata["papermill"]["parameters"]["profile"] == "smoke"
     provenance = glue(smoke_study, name, f"nb{name[:2]}_provenance")
-    for fragment in ("not MVTec AD", "32 px", "seed 0", "hardware: CPU", "profile 'smoke'"):
+    for fragment in ("not MVTec AD", "32 px", "seed 0", "hardware: ", "profile 'smoke'"):
         assert fragment in provenance, (name, fragment)
 
 
