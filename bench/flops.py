@@ -45,6 +45,18 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, float]:
+    """(wall-clock seconds, process CPU seconds) of one call.
+
+    On a shared machine the wall clock also counts the time the scheduler gave to others; the CPU
+    time counts only this process running (with several threads, their sum, spin-waits included).
+    """
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - wall, max(time.process_time() - cpu, 1e-9)
+
+
 class MatmulProbe:
     """The machine's reference rate: FLOP/s of ``torch.mm`` on two size x size matrices.
 
@@ -60,17 +72,18 @@ class MatmulProbe:
         self.a = torch.rand(size, size, generator=gen).to(device=device, dtype=dtype)
         self.b = torch.rand(size, size, generator=gen).to(device=device, dtype=dtype)
         self.out = torch.empty(size, size, device=device, dtype=dtype)
-        self.samples: list[float] = []
+        self.samples: list[float] = []  # FLOP per wall-clock second
+        self.cpu_samples: list[float] = []  # FLOP per second of this process's CPU time
         torch.mm(self.a, self.b, out=self.out)  # warm-up
         synchronize(device)
 
-    def sample(self) -> float:
-        start = time.perf_counter()
-        torch.mm(self.a, self.b, out=self.out)
-        synchronize(self.device)
-        rate = 2 * self.size**3 / (time.perf_counter() - start)
-        self.samples.append(rate)
-        return rate
+    def sample(self) -> tuple[float, float]:
+        """One product: (FLOP per wall-clock second, FLOP per second of process CPU time)."""
+        wall, cpu = timed(lambda: torch.mm(self.a, self.b, out=self.out), self.device)
+        flops = 2 * self.size**3
+        self.samples.append(flops / wall)
+        self.cpu_samples.append(flops / cpu)
+        return flops / wall, flops / cpu
 
 
 def median(values: list[float]) -> float:

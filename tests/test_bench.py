@@ -137,8 +137,10 @@ def fake_result(outputs_equal=True) -> dict:
                                                                "train_lpips": 7e9},
         "infer_fraction_of_peak": 0.55, "infer_batch1_fraction_of_peak": 0.4,
         "train_fraction_of_peak": 0.3, "train_lpips_fraction_of_peak": 0.28,
+        "infer_fraction_of_peak_cpu": 0.6, "infer_batch1_fraction_of_peak_cpu": 0.45,
+        "train_fraction_of_peak_cpu": 0.42, "train_lpips_fraction_of_peak_cpu": 0.3,
         "paper_schedule_hours": 100.8, "paper_schedule_hours_lpips": 126.0,
-        "views_vs_loop": [{"batch": 1, "ratio": 2.0, "outputs_equal": outputs_equal,
+        "views_vs_loop": [{"batch": 1, "ratio": 2.0, "ratio_cpu": 1.5, "outputs_equal": outputs_equal,
                            "batched_ms": 1.0, "loop_ms": 2.0, "max_abs_diff": 0.0}],
     }
     return {
@@ -151,7 +153,7 @@ def fake_result(outputs_equal=True) -> dict:
                          {"threads": 2, "matmul_gflops": 60.0, "score_ms_batch1": 9.0, "config": "alpha"}],
         "autocast": "none (fp32)", "created": "now", "configs": [config, {**config, "name": "beta"}],
         "targets": [{"target": "training step >= 40% of matmul rate", "config": "alpha",
-                     "value": 0.3, "met": False}],
+                     "value": 0.3, "value_cpu": 0.42, "met": False, "met_cpu": True}],
     }
 
 
@@ -161,10 +163,11 @@ def test_markdown_has_a_column_per_config_and_a_row_per_metric():
     assert [c.strip() for c in header.strip("|").split("|")] == ["metric", "alpha", "beta"]
     for label, _ in METRIC_ROWS:
         assert f"| {label} |" in text
-    assert "| training step >= 40% of matmul rate | alpha | 30% | missed |" in text
+    assert "| training step >= 40% of matmul rate | alpha | 30% / 42% | missed / met |" in text
+    assert "| training, % of matmul rate: wall / CPU time | 30% / 42% |" in text
     assert "Test CPU" in text and "80.0 GFLOP/s" in text and "shared" in text
     assert "| 4.2 (5.25 with LPIPS) | 4.2 (5.25 with LPIPS) |" in text  # 100.8 h, 126 h in days
-    assert "| 2.00x at batch 1 |" in text
+    assert "| 2.00x / 1.50x at batch 1 |" in text
     assert "| 2 | 60.0 | 9 |" in text
 
 
