@@ -375,8 +375,40 @@ def redirect_launch_buttons(app: Sphinx, pagename: str, templatename: str, conte
         _redirect_launch_urls(context["header_buttons"])
 
 
+def write_cross_glued_images(app: Sphinx, exception) -> None:
+    """Make images pasted from another notebook (``{glue}`` with ``:doc:``) exist in the build.
+
+    myst-nb points such a paste at ``_images/<sha256>.<ext>`` but only writes that file when the
+    source notebook also displays the very same image; a figure glued with ``display=False`` and
+    never shown would be a broken image. Write every glued image under that name when it is missing.
+    """
+    import hashlib
+    import json
+    from binascii import a2b_base64
+    from mimetypes import guess_extension
+    from pathlib import Path
+
+    config = getattr(app.env, "mystnb_config", None)
+    if exception is not None or app.builder.format != "html" or config is None:
+        return
+    images = Path(app.outdir) / app.builder.imagedir
+    for glue_file in Path(config.output_folder).rglob("*.glue.json"):
+        for output in json.loads(glue_file.read_text(encoding="utf8")).values():
+            for mime, payload in output.get("data", {}).items():
+                if mime not in ("image/png", "image/jpeg", "image/gif"):
+                    continue
+                raw = a2b_base64(payload)
+                extension = guess_extension(mime) or "." + mime.rsplit("/")[-1]
+                extension = ".jpeg" if extension == ".jpe" else extension  # as myst-nb names it
+                target = images / f"{hashlib.sha256(raw).hexdigest()}{extension}"
+                if not target.exists():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(raw)
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("config-inited", add_substitutions)
     # sphinx-book-theme adds its launch buttons at priority 501.
     app.connect("html-page-context", redirect_launch_buttons, priority=900)
+    app.connect("build-finished", write_cross_glued_images)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
