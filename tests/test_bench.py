@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bench.__main__ import main
-from bench.configs import BenchConfig, cpu_profile_model, quick_configs
+from bench.configs import BenchConfig, default_configs, profile_model, quick_configs
 from bench.core import thread_sweep
 from bench.flops import count_flops
 from bench.machine import PeakMemory, machine_info
@@ -217,10 +217,19 @@ def test_bench_config_rejects_unknown_model_keys():
         BenchConfig("x", {"embed_dims": 8})
 
 
-def test_cpu_profile_is_read_from_profiles_yaml(tmp_path):
+def test_profile_model_reads_profiles_yaml(tmp_path):
     path = tmp_path / "profiles.yaml"
-    path.write_text("cpu:\n  model:\n    embed_dim: 96\n    depth: 1\n  epochs: 3\n")
-    model, source = cpu_profile_model(path)
-    assert model["embed_dim"] == 96 and model["depth"] == 1 and model["img_size"] == 128
-    assert "profiles.yaml" in source
-    assert cpu_profile_model(tmp_path / "missing.yaml")[1].startswith("built-in")
+    path.write_text("cpu:\n  parameters:\n    image_size: 64\n    embed_dim: 96\n    depth: 1\n"
+                    "    mask_ratio: 0.8\n    epochs: 3\n")
+    model, ratio, source = profile_model("cpu", {"img_size": 128, "patch_size": 16}, path)
+    assert model == {"img_size": 64, "patch_size": 16, "embed_dim": 96, "depth": 1}
+    assert ratio == 0.8 and "profiles.yaml" in source
+    model, ratio, source = profile_model("cpu", {"img_size": 128}, tmp_path / "missing.yaml")
+    assert model == {"img_size": 128} and ratio == 0.75 and source.startswith("built-in")
+
+
+def test_default_configs_follow_the_repository_profiles():
+    by_name = {c.name: c for c in default_configs()}
+    assert by_name["paper-E2D4-224"].paper and by_name["paper-E2D4-224"].model["img_size"] == 224
+    assert (by_name["paper-E2D4-224"].model["depth"], by_name["paper-E2D4-224"].model["decoder_depth"]) == (2, 4)
+    assert all(MaskedAutoencoder(**c.model).num_patches >= 4 for c in by_name.values())
