@@ -242,7 +242,21 @@ def cmd_data_synth(args) -> int:
 # ------------------------------------------------------------------ entry point
 from maskad_core.study import register_study  # noqa: E402  (the study's own subcommand)
 
-SUBCOMMANDS = [register_train, register_evaluate, register_score, register_data, register_study]
+
+def register_bench(subparsers) -> None:
+    """``maskad bench``: the benchmark in the source tree's bench/ folder (``python -m bench``)."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "bench" / "__main__.py").is_file():
+        return  # an installed wheel has no bench/ folder, so no benchmark command
+    if str(root) not in sys.path:
+        sys.path.append(str(root))
+    from bench.__main__ import register_bench as register
+
+    register(subparsers)
+
+
+SUBCOMMANDS = [register_train, register_evaluate, register_score, register_data, register_study,
+               register_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:
