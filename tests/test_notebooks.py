@@ -147,6 +147,7 @@ def test_notebook_04_table1(smoke_study):
     # synthetic data: no paper columns, and the text says the paper's numbers are not comparable
     assert glue(smoke_study, name, "table1_comparable") is False
     assert "NOT comparable" in glue(smoke_study, name, "table1_comparability")
+    assert "measure different things" in glue(smoke_study, name, "table1_gap_statement")
     assert table_shape(smoke_study, name, "table1_frame") == (categories + 1, 3)
     assert table_shape(smoke_study, name, "reduction_frame") == (categories + 1, 6)
     reductions = glue(smoke_study, name, "reduction_auroc")
@@ -228,3 +229,5 @@ def test_mvtec_profile_puts_real_categories_beside_the_papers_rows(tmp_path, mon
     assert 0.0 <= study.glued_value(table1, "pixel_auroc_mean") <= 1.0  # bottle has masks, screw not
     failure = result.executed_dir / "01_mae_baseline_failure.ipynb"
     assert study.glued_value(failure, "random_error_visible_defect") == 0.0
+    gaps = study.glued_value(table1, "table1_gap_statement")
+    assert "bottle" in gaps and "screw" in gaps and "1000 epochs at 224 px" in gaps
