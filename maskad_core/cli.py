@@ -17,6 +17,7 @@ import textwrap
 from pathlib import Path
 
 from maskad_core.config import TrainConfig, field_defaults
+from maskad_core.evaluate import EVAL_FIELDS
 
 EXIT_USAGE = 2
 
@@ -162,6 +163,9 @@ def register_evaluate(subparsers) -> None:
                              "None: RUN/evaluate")
     parser.add_argument("--device", default=None, help="device; None: the run's setting")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="evaluation settings to change without retraining: "
+                             + ", ".join(EVAL_FIELDS))
     parser.set_defaults(func=cmd_evaluate)
 
 
@@ -172,7 +176,8 @@ def cmd_evaluate(args) -> int:
     run = runs.load_run(args.run)
     if args.data is not None and not Path(args.data).expanduser().is_dir():
         raise FileNotFoundError(f"data folder {args.data} does not exist")
-    metrics, scores = evaluate_run(run, args.data, device=args.device, quiet=args.quiet)
+    metrics, scores = evaluate_run(run, args.data, device=args.device, quiet=args.quiet,
+                                   overrides=args.overrides)
     table = metrics_table(metrics)
     out = Path(args.out) if args.out else run.path / "evaluate"
     out.mkdir(parents=True, exist_ok=True)
@@ -270,6 +275,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """Parse, letting key=value overrides sit anywhere among the options (argparse alone takes
+    positionals only in one run)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    stray = [a for a in extra if a.startswith("-") or "=" not in a or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     from maskad_core.data import DataError
     from maskad_core.losses import LPIPSUnavailableError
@@ -283,7 +301,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        args = build_parser().parse_args(argv)
+        args = parse_args(argv)
         return int(args.func(args) or 0)
     except _user_errors() as error:
         message = " ".join(str(error).split()) or type(error).__name__

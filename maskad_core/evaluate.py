@@ -211,17 +211,35 @@ def format_table(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def evaluate_run(run, data_root: str | Path | None = None, *, device=None,
-                 quiet: bool = True) -> tuple[dict, pd.DataFrame]:
-    """Evaluate a finished run (a Run, run folder or run id prefix) on ``data_root`` (default: the
-    data it was trained on). Returns (metrics dict as in metrics.json's evaluation keys, scores)."""
+# Settings that change how a trained model is scored, not how it is trained.
+EVAL_FIELDS = ("anomaly_map", "smooth_sigma", "topk_fraction", "eval_seed",
+               "max_test_images_per_category", "batch_size", "num_workers", "device")
+
+
+def evaluate_run(run, data_root: str | Path | None = None, *, device=None, quiet: bool = True,
+                 overrides: dict | list[str] | None = None) -> tuple[dict, pd.DataFrame]:
+    """Evaluate a run (a Run, run folder or run id prefix) on ``data_root`` (default: the data it
+    was trained on). ``overrides`` may change the evaluation settings (EVAL_FIELDS, e.g.
+    ``{"anomaly_map": "ssim", "smooth_sigma": 4}``) without retraining.
+    Returns (metrics dict with the evaluation keys of metrics.json, scores DataFrame)."""
     from maskad_core.runs import Run, load_run
 
     run = run if isinstance(run, Run) else load_run(run)
-    device = torch.device(device) if device is not None else select_device(run.config.device)
+    config = run.config
+    if overrides:
+        keys = overrides.keys() if isinstance(overrides, dict) else [o.partition("=")[0].strip()
+                                                                       for o in overrides]
+        training_keys = [k for k in keys if k not in EVAL_FIELDS]
+        if training_keys:
+            raise ValueError(f"{', '.join(training_keys)} would change the trained model; evaluation "
+                             f"can only change {', '.join(EVAL_FIELDS)}")
+        config = config.with_overrides(overrides).validate()
+    device = torch.device(device) if device is not None else select_device(config.device)
     model = run.load_model(device)
-    evaluation, scores = evaluate_model(model, run.config, data_root, device=device, quiet=quiet)
+    evaluation, scores = evaluate_model(model, config, data_root, device=device, quiet=quiet)
     evaluation["run"] = run.id
+    evaluation["evaluation"]["overrides"] = {k: getattr(config, k) for k in EVAL_FIELDS
+                                             if getattr(config, k) != getattr(run.config, k)}
     return evaluation, scores
 
 

@@ -57,6 +57,18 @@ def test_train_evaluate_score_on_tiny_data(data_root, home, tmp_path, capsys):
     assert evaluation["per_category"] == json.loads(
         (run_path / runs.METRICS_FILE).read_text())["per_category"]
 
+    # evaluation settings change without retraining; training settings are refused
+    assert main(["evaluate", str(run_path), "--quiet", "--out", str(tmp_path / "ssim"),
+                 "anomaly_map=ssim", "smooth_sigma=1"]) == 0
+    ssim = json.loads((tmp_path / "ssim" / "metrics.json").read_text())
+    assert ssim["evaluation"]["overrides"] == {"anomaly_map": "ssim", "smooth_sigma": 1.0}
+    assert ssim["evaluation"]["anomaly_map"] == "ssim"
+    ssim_scores = pd.read_csv(tmp_path / "ssim" / "scores.csv")
+    assert not ssim_scores.score_mean.equals(pd.read_csv(run_path / runs.SCORES_FILE).score_mean)
+    capsys.readouterr()
+    assert main(["evaluate", str(run_path), "lr=0.1"]) == 2
+    assert "lr would change the trained model" in _error_line(capsys)
+
     out = tmp_path / "scored"
     single = data_root / "waves" / "test" / "square" / "000.png"
     assert main(["score", str(run_path), str(data_root / "stripes" / "test"), str(single),
@@ -150,3 +162,12 @@ def test_help_lists_every_option_with_its_default(command, capsys):
         for key in FIELD_NAMES:
             assert f"  {key}=" in text
         assert "mask_ratio=0.75" in text and "masking=complementary" in text
+
+
+def test_overrides_may_sit_between_options():
+    from maskad_core.cli import parse_args
+
+    args = parse_args(["train", "epochs=3", "--quiet", "lr=0.01", "--data", "d"])
+    assert args.overrides == ["epochs=3", "lr=0.01"] and args.quiet and args.data == "d"
+    args = parse_args(["evaluate", "RUN", "--quiet", "anomaly_map=ssim"])
+    assert args.run == "RUN" and args.overrides == ["anomaly_map=ssim"]
