@@ -234,9 +234,19 @@ class _Distributed:
             use_cuda = device_request.startswith("cuda") or (
                 device_request == "auto" and torch.cuda.is_available())
             backend = "nccl" if use_cuda else "gloo"
+            if use_cuda:
+                torch.cuda.set_device(local_rank)  # else every rank's collectives use GPU 0
             dist.init_process_group(backend, timeout=datetime.timedelta(hours=2))
             owns = True
         return cls(rank, local_rank, world_size, owns)
+
+    def all_reduce(self, tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """Sum over processes (NCCL needs the tensor on the GPU); returns a CPU tensor."""
+        if not self.active:
+            return tensor
+        on_device = tensor.to(device)
+        dist.all_reduce(on_device)
+        return on_device.cpu()
 
     def barrier(self) -> None:
         if self.active:
@@ -365,8 +375,7 @@ class _Context:
                                 refresh=False)
                 _after_step(epoch, step)
             bar.close()
-            if self.dist.active:
-                dist.all_reduce(sums)
+            sums = self.dist.all_reduce(sums, self.device)
             seconds = time.perf_counter() - started
             images = int(sums[-1].item())
             row = {"epoch": epoch + 1, **{k: sums[i].item() / max(images, 1)
@@ -386,13 +395,15 @@ class _Context:
 
     def check_finite(self, loss: torch.Tensor, epoch: int, step: int) -> None:
         bad = torch.tensor([0.0 if torch.isfinite(loss).item() else 1.0])
-        if self.dist.active:  # every rank must stop together, or the others hang in all-reduce
-            dist.all_reduce(bad)
+        # every rank must stop together, or the others wait forever in the gradient all-reduce
+        bad = self.dist.all_reduce(bad, self.device)
         if bad.item() > 0:
             last = (f"the last good checkpoint ({self.path / runs.CHECKPOINT_FILE}, after epoch "
                     f"{self.epoch}) is kept" if self.epoch > 0 else "no epoch had finished yet")
+            value = loss.item()
+            what = f"loss is {value}" if not math.isfinite(value) else "loss is not finite in another process"
             raise TrainingDivergedError(
-                f"loss is {loss.item()} at epoch {epoch + 1} step {step + 1} (counting from 1); {last}. "
+                f"{what} at epoch {epoch + 1} step {step + 1} (counting from 1); {last}. "
                 f"Try a lower lr or grad_clip > 0.")
 
     def data_description(self) -> dict:
