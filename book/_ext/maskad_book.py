@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sphinx.application import Sphinx
@@ -280,6 +281,9 @@ def study_substitutions(srcdir: str) -> tuple[dict[str, str], list[str]]:
             "zero: visible patches are copied through, exactly as the paper argues"
             if float(t1b["random_error_visible_defect"]) == 0.0
             else "not zero, which the copy-through argument does not predict")
+        # The seed is part of the provenance line that every notebook prints and glues.
+        seed = re.search(r"\bseed (\d+)", str(t1.get("nb04_provenance", "")))
+        subs["study_seed"] = seed.group(1) if seed else "not stated (see the provenance line below)"
         t6 = glue["06_figure3_histograms"]
         count, total = int(t6["top_bin_mostly_anomalous_count"]), int(t6["histogram_categories"])
         subs["verdict_top_bin"] = ("all" if count == total else "none" if count == 0
