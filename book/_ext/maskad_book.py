@@ -294,14 +294,15 @@ def study_substitutions(srcdir: str) -> tuple[dict[str, str], list[str]]:
     return subs, problems
 
 
-BENCH_FILES = {"cpu": "On a CPU", "cuda": "On a GPU"}
+SKIPPED_BENCH_TAGS = {"quick"}  # `python -m bench --quick`: a smoke check, not a measurement
 
 
 def bench_substitutions(srcdir: str) -> tuple[dict[str, str], list[str]]:
-    """The benchmark's Markdown results (bench/results/<device>.md, written by ``python -m bench``).
+    """The benchmark's Markdown results (bench/results/<tag>.md, written by ``python -m bench``).
 
-    Looked up beside the book's sources, then in the repository that holds ``maskad_core`` (a staged
-    copy of the book has no bench/). Returns the substitutions and the problems to warn about.
+    ``cpu.md`` first (required), then any other device's results (e.g. ``cuda.md``). Looked up beside
+    the book's sources, then in the repository that holds ``maskad_core`` (a staged copy of the book
+    may lack bench/). Returns the substitutions and the problems to warn about.
     """
     from pathlib import Path
 
@@ -309,18 +310,16 @@ def bench_substitutions(srcdir: str) -> tuple[dict[str, str], list[str]]:
 
     candidates = [Path(srcdir) / "bench" / "results",
                   Path(maskad_core.__file__).resolve().parents[1] / "bench" / "results"]
-    sections, problems = [], []
-    for device, heading in BENCH_FILES.items():
-        found = next((d / f"{device}.md" for d in candidates if (d / f"{device}.md").is_file()), None)
-        if found is None:
-            if device == "cpu":
-                problems.append(
-                    "bench/results/cpu.md is missing: run `python -m bench` (or `maskad bench`) and "
-                    "commit its results; the how-to-re-run chapter includes them")
-            continue
-        sections.append(f"**{heading}** (`bench/results/{device}.md`):\n\n{found.read_text().strip()}")
-    text = "\n\n".join(sections) or "*(No benchmark results were found when this book was built.)*"
-    return {"bench_results": text}, problems
+    folder = next((d for d in candidates if (d / "cpu.md").is_file()), None)
+    if folder is None:
+        problem = ("bench/results/cpu.md is missing: run `python -m bench` (or `maskad bench`) and "
+                   "commit its results; the how-to-re-run chapter includes them")
+        return {"bench_results": "*(No benchmark results were found when this book was built.)*"}, [problem]
+    tags = ["cpu"] + sorted(p.stem for p in folder.glob("*.md")
+                            if p.stem != "cpu" and p.stem not in SKIPPED_BENCH_TAGS)
+    sections = [f"**`bench/results/{tag}.md`**\n\n{(folder / f'{tag}.md').read_text().strip()}"
+                for tag in tags]
+    return {"bench_results": "\n\n".join(sections)}, []
 
 
 def _plain(value: Any) -> str:
