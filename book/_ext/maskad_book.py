@@ -4,15 +4,23 @@
    * ``paper_*``: the paper's own numbers and the checks of its arithmetic, from
      ``maskad_core.paper`` (which reads ``maskad_core/paper_tables.yaml``, the one place they are typed);
    * ``default_*``: the choices this study makes where the paper is silent, read from the code
-     (``TrainConfig`` defaults and the loss weights).
-   Every statement the prose makes about these numbers (e.g. "the printed means round the row means",
-   "0.022 is the gain over DAGAN") is asserted here, so the build fails instead of the book lying.
+     (``TrainConfig`` defaults, ``MVTecAD`` augmentation strengths);
+   * ``profile*``: the profiles of ``maskad_core/profiles.yaml`` as a table;
+   * ``verdict_*``: comparison words for the reproduction report ("higher than", "the same cell as"),
+     computed from the values the executed notebooks glued (the numbers are pasted with glue roles);
+   * ``bench_results``: the benchmark's Markdown tables from ``bench/results/``.
+   Every statement the prose makes about the paper's numbers (e.g. "the printed means round the row
+   means", "the text's gain over MKD is the table's gain over DAGAN") is asserted here, so the build
+   fails instead of the book stating something the data contradict.
 2. Launch buttons (Binder, Colab) of the executed notebooks point at the source notebooks in
    ``notebooks/``: the executed copies under ``book/executed/`` are build products, not in the repository.
+3. Images pasted across notebooks (``{glue}`` with ``:doc:``) are written to ``_images`` (myst-nb only
+   references them).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -277,9 +285,11 @@ def study_substitutions(srcdir: str) -> tuple[dict[str, str], list[str]]:
         t1b, t2b = glue["01_mae_baseline_failure"], glue["02_complementary_masking"]
         subs["verdict_closed_form"] = "agree" if t1b["closed_form_agrees"] is True else "disagree"
         subs["verdict_identities"] = "hold" if t2b["all_identities_hold"] is True else "do not all hold"
+        visible_error = float(t1b["random_error_visible_defect"])
         subs["verdict_copy"] = (
-            "zero: visible patches are copied through, exactly as the paper argues"
-            if float(t1b["random_error_visible_defect"]) == 0.0
+            "not measured here (no defect masks in the data)" if math.isnan(visible_error)
+            else "zero: visible patches are copied through, exactly as the paper argues"
+            if visible_error == 0.0
             else "not zero, which the copy-through argument does not predict")
         # The seed is part of the provenance line that every notebook prints and glues.
         seed = re.search(r"\bseed (\d+)", str(t1.get("nb04_provenance", "")))
