@@ -296,3 +296,73 @@ def test_prose_types_no_result_by_hand():
         for number in re.findall(r"(?<![\w.{`:])\d+\.\d{3,}\b", text):
             typed.append(f"{source.name}: {number}")
     assert not typed, "numbers typed by hand in the book's chapters:\n" + "\n".join(typed)
+
+
+# --------------------------------------------------------------------------- the book's extension
+@pytest.fixture(scope="module")
+def book_extension():
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(BOOK_SOURCES / "_ext"))
+    try:
+        yield importlib.import_module("maskad_book")
+    finally:
+        sys.path.remove(str(BOOK_SOURCES / "_ext"))
+
+
+def test_paper_arithmetic_is_computed_from_the_data_file(book_extension):
+    from maskad_core import paper
+
+    subs = book_extension.paper_substitutions()
+    table, printed = paper.table1(), paper.table1_printed_mean()
+    assert subs["paper_gain_mkd_table"] == f"{printed['paper'] - printed['MKD']:.3f}"
+    assert subs["paper_gain_mkd_table"] != subs["paper_claim_gain_mkd"]  # the text's slip
+    assert subs["paper_mean_recomputed_paper"] == f"{table['paper'].mean():.4f}"
+    best = (table["paper"] > table.drop(columns="paper").max(axis=1)).sum()
+    assert subs["paper_best_count"] == str(best) == str(paper.claims()["categories_best"])
+    assert subs["paper_table1"].count("\n") == len(table) + 3  # header, rule, rows, two mean rows
+
+
+def test_a_claim_the_data_contradict_stops_the_build(book_extension, monkeypatch):
+    from sphinx.errors import ConfigError
+
+    from maskad_core import paper
+
+    wrong = dict(paper.claims(), categories_best=paper.claims()["categories_best"] + 1)
+    monkeypatch.setattr(paper, "claims", lambda: wrong)
+    with pytest.raises(ConfigError, match="best in as many categories"):
+        book_extension.paper_substitutions()
+
+
+def test_launch_buttons_open_the_source_notebooks(book_extension):
+    buttons = [
+        {"type": "group", "buttons": [
+            {"url": "https://mybinder.org/v2/gh/o/r/main?urlpath=tree/book/executed/03_training.ipynb"},
+            {"url": "https://colab.research.google.com/github/o/r/blob/main/book/executed/03_training.ipynb"},
+        ]},
+        {"url": "../../_sources/book/executed/03_training.ipynb"},  # the download: stays in the build
+    ]
+    book_extension.redirect_launch_buttons(None, "book/executed/03_training", "page.html",
+                                           {"header_buttons": buttons}, None)
+    launch = [b["url"] for b in buttons[0]["buttons"]]
+    assert all(url.endswith("/notebooks/03_training.ipynb") for url in launch), launch
+    assert buttons[1]["url"] == "../../_sources/book/executed/03_training.ipynb"
+
+
+def test_glued_values_are_read_back(book_extension, tmp_path):
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook()
+    outputs = [
+        nbformat.v4.new_output("display_data", data={"application/papermill.record/text/plain": "0.75"},
+                               metadata={"scrapbook": {"name": "auroc",
+                                                       "mime_prefix": "application/papermill.record/"}}),
+        nbformat.v4.new_output("display_data", data={"text/plain": "'E2D4@0.75'"},
+                               metadata={"scrapbook": {"name": "cell", "mime_prefix": ""}}),
+        nbformat.v4.new_output("stream", name="stdout", text="not glued\n"),
+    ]
+    notebook.cells = [nbformat.v4.new_code_cell("", outputs=outputs)]
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(notebook, path)
+    assert book_extension.read_glue(path) == {"auroc": 0.75, "cell": "E2D4@0.75"}
