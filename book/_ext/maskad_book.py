@@ -192,19 +192,19 @@ def profile_substitutions() -> dict[str, str]:
         data = "synthetic (embedded)" if p["data_root"] in (None, "") else f"`{p['data_root']}`"
         if "data_root" in raw[name].get("requires", []) and p["data_root"] in (None, ""):
             data = "MVTec AD, `-p data_root=PATH`"
-        categories = "all found" if p["categories"] is None else str(len(p["categories"]))
+        data += (", every category found" if p["categories"] is None
+                 else f", {len(p['categories'])} categories")
         cap = "all" if p["max_train_images_per_category"] is None else str(p["max_train_images_per_category"])
-        model = (f"E{p['depth']}D{p['decoder_depth']}, {p['embed_dim']}/{p['decoder_embed_dim']} wide")
-        grid = (f"{len(p['ablation_depths'])} × {len(p['ablation_ratios'])} cells, "
-                f"{p['ablation_epochs']} epoch{'s' if p['ablation_epochs'] != 1 else ''} each")
-        rows.append([f"`{name}`", data, categories, f"{p['image_size']} px / {p['patch_size']} px",
+        model = f"E{p['depth']}D{p['decoder_depth']}, {p['embed_dim']}/{p['decoder_embed_dim']}"
+        grid = f"{len(p['ablation_depths'])} × {len(p['ablation_ratios'])}, {p['ablation_epochs']}"
+        rows.append([f"`{name}`", data, f"{p['image_size']} px / {p['patch_size']} px",
                      model, str(p["epochs"]), cap, grid])
         descriptions.append(f"`{name}`\n: {study.profile_description(name)}")
         subs[f"profile_{name}_epochs"] = str(p["epochs"])
         subs[f"profile_{name}_grid_runs"] = str(len(p["ablation_depths"]) * len(p["ablation_ratios"]))
     subs["profiles_table"] = _markdown_table(
-        ["profile", "data", "categories", "image / patch", "model (encoder/decoder width)",
-         "epochs", "train images per category", "Table 2 grid"], rows)
+        ["profile", "data", "image / patch", "model, widths", "epochs", "train images per category",
+         "Table 2 grid, epochs per cell"], rows)
     subs["profiles_descriptions"] = "\n\n".join(descriptions)
     subs["profile_names"] = ", ".join(f"`{n}`" for n in study.profile_names())
     return subs
