@@ -201,6 +201,7 @@ def profile_substitutions() -> dict[str, str]:
                      model, str(p["epochs"]), cap, grid])
         descriptions.append(f"`{name}`\n: {study.profile_description(name)}")
         subs[f"profile_{name}_epochs"] = str(p["epochs"])
+        subs[f"profile_{name}_ablation_epochs"] = str(p["ablation_epochs"])
         subs[f"profile_{name}_grid_runs"] = str(len(p["ablation_depths"]) * len(p["ablation_ratios"]))
     subs["profiles_table"] = _markdown_table(
         ["profile", "data", "image / patch", "model, widths", "epochs", "train images per category",
