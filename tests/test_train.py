@@ -223,3 +223,23 @@ def test_worker_count_does_not_change_the_result(data_root, tmp_path, monkeypatc
                              augment=["crop", "rotate", "flip"])
         states.append(_state(train(config, quiet=True)))
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_a_run_killed_during_evaluation_is_finished_without_training_again(data_root, home,
+                                                                           monkeypatch):
+    import maskad_core.evaluate
+
+    config = tiny_config(data_root, epochs=1)
+
+    def killed(*args, **kwargs):
+        raise _Interrupted
+
+    real_evaluate = maskad_core.evaluate.evaluate_model
+    monkeypatch.setattr(maskad_core.evaluate, "evaluate_model", killed)
+    with pytest.raises(_Interrupted):
+        train(config, quiet=True)
+    assert not (runs.run_path(config) / runs.DONE_FILE).exists()
+    monkeypatch.setattr(maskad_core.evaluate, "evaluate_model", real_evaluate)
+    monkeypatch.setattr(train_module, "_train_epochs", killed)  # all epochs are in the checkpoint
+    run = train(config, quiet=True)
+    assert run.done and list(run.history.epoch) == [1]
