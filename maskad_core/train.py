@@ -459,11 +459,10 @@ def train(config: TrainConfig, *, resume: bool = True, quiet: bool = False) -> r
         if distributed.is_main and config.data_root is None:
             resolve_data_root(config)
             distributed.barrier()
+        context = _Context(config, path, distributed, quiet)  # bad data fails here, before any file
         lock = runs.run_lock(path) if distributed.is_main else contextlib.nullcontext()
-        with lock:
-            context = _Context(config, path, distributed, quiet)
-            with _deterministic(context.device):
-                _run(context, resume)
+        with lock, _deterministic(context.device):
+            _run(context, resume)
         distributed.barrier()
     finally:
         distributed.close()
