@@ -121,7 +121,9 @@ def launch_distributed(args, config: TrainConfig) -> int:
     import tempfile
 
     from maskad_core import runs
+    from maskad_core.train import check_data
 
+    check_data(config)  # bad data: one clear error here, not one traceback per process
     folder = tempfile.mkdtemp(prefix="maskad-launch-")
     config_file = Path(folder) / "config.yaml"
     config.to_yaml(config_file)

@@ -107,6 +107,15 @@ def open_dataset(config: TrainConfig, split: str, data_root: str | Path | None =
     return Subset(full, limit_per_category(full, limit)), full
 
 
+def check_data(config: TrainConfig) -> Path:
+    """Resolve (and if needed generate) the data root and scan both splits: DataError if the data
+    cannot serve this configuration. Cheap: no image is decoded."""
+    root = resolve_data_root(config)[0]
+    for split in ("train", "test"):
+        MVTecAD(root, categories=config.categories, split=split, image_size=config.image_size)
+    return root
+
+
 def limit_per_category(dataset: MVTecAD, limit: int) -> list[int]:
     """Indices of at most ``limit`` images per category, spread evenly over each category's list
     (so a test subset keeps good and defective images of several defect types)."""

@@ -108,6 +108,8 @@ def test_data_synth_writes_the_synthetic_set(tmp_path, capsys):
     (["train", "--data", "/no/such/folder"], "data folder /no/such/folder does not exist"),
     (["train", "--config", "/no/such.yaml"], "config file /no/such.yaml does not exist"),
     (["train", "--data", "{data}", "--resume", *TINY], "nothing to resume"),
+    (["train", "--data", "{data}", "--nproc", "2", "--categories", "nut"], "unknown category 'nut'"),
+    (["train", "--data", "{data}", "--nproc", "0"], "--nproc must be >= 1"),
     (["train", "--bogus"], "unrecognized arguments: --bogus"),
     (["evaluate", "feedbeef"], "no run 'feedbeef'"),
     (["evaluate", "{data}"], "is not a run folder"),
