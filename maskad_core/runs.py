@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -187,10 +186,6 @@ def _json_default(value):
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
-
-
-def nan_to_none(value):
-    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 # ------------------------------------------------------------------ locking
