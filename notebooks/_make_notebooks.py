@@ -356,8 +356,10 @@ NB03 = [
 
 One masked autoencoder is trained on every category of the data set at once, as in the paper
 (the paper's baselines train one model per category). The recipe is the paper's where it gives one:
-AdamW at learning rate $10^{-3}$, linear warmup then cosine decay, complementary masking, and the loss
-of eq. 4, $L = \lambda_1 (1 - \mathrm{SSIM}) + \lambda_2 \ell_1 + \lambda_3 \mathrm{LPIPS}$. The image
+AdamW at learning rate $10^{-3}$ with a linear warmup, complementary masking, and the loss of eq. 4,
+$L = \lambda_1 (1 - \mathrm{SSIM}) + \lambda_2 \ell_1 + \lambda_3 \mathrm{LPIPS}$. Where it gives none,
+choices were made here: cosine decay after the warmup, and the loss weights of
+`maskad_core.losses` (printed below). The image
 size, widths and number of epochs come from the profile; the line below states them. The run is
 cached by `maskad_core.train.train`: the other notebooks re-use it instead of training again.
 """),
@@ -379,6 +381,10 @@ budget_vs_paper = (
        "This is a reduced budget, not the paper's setting: its numbers are not the paper's."))
 print(budget_vs_paper)
 glue("budget_vs_paper", budget_vs_paper, display=False)
+loss_weights = {"ssim": main_config.ssim_weight, "l1": main_config.l1_weight,
+                "lpips": main_config.lpips_weight}
+print("loss weights (lambda_1 SSIM, lambda_2 L1, lambda_3 LPIPS):", loss_weights)
+glue("loss_weights", loss_weights, display=False)
 glue("nb03_provenance", nb03_provenance, display=False)
 glue("data_description", study.data_description(main_config), display=False)
 glue("budget_description", study.budget_description(main_config), display=False)
