@@ -90,7 +90,7 @@ def default_configs() -> list[BenchConfig]:
         BenchConfig("cpu-profile", cpu_model, mask_ratio=cpu_ratio, train_batch=16, infer_batch=16,
                     repeats=5, note=f"model from {cpu_source}"),
         BenchConfig("paper-E2D4-224", paper_model, mask_ratio=paper_ratio, train_batch=4,
-                    infer_batch=8, repeats=5, paper=True,
+                    infer_batch=8, repeats=3, paper=True,
                     note=f"model from {paper_source}: the paper's E2D4 with ViT-Base-like widths "
                          "(the paper gives no widths); batch 4/8 on CPU to fit the time (paper: 16)"),
     ]
