@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from bench.configs import default_configs, quick_configs
-from bench.core import run_benchmark
+from bench.core import profile_config, run_benchmark
 from bench.report import markdown, write_results
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -35,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip the 1..cores threads comparison (CPU only)")
     parser.add_argument("--matmul-size", type=int, help="side of the reference matmul (default 2048, "
                         "8192 on cuda, 256 with --quick)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also write torch.profiler tables (scoring, training step) to <tag>-profile.txt")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help=f"output folder (default {RESULTS_DIR})")
     parser.add_argument("--tag", help="output file name without suffix (default: the device, or quick)")
 
@@ -73,6 +75,10 @@ def run(args: argparse.Namespace) -> int:
     json_path, md_path = write_results(results, args.out, tag)
     print(markdown(results))
     print(f"wrote {json_path} and {md_path}")
+    if args.profile:
+        profile_path = args.out / f"{tag}-profile.txt"
+        profile_path.write_text("\n".join(profile_config(c, torch.device(args.device)) for c in configs))
+        print(f"wrote {profile_path}")
     return 0
 
 

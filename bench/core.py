@@ -283,6 +283,26 @@ def thread_sweep(config: BenchConfig, device: torch.device, matmul_size: int, re
             for t, r in samples.items()]
 
 
+def profile_config(config: BenchConfig, device: torch.device, rows: int = 12) -> str:
+    """torch.profiler tables (top ops by self time) of one batched scoring call and one training
+    step (no LPIPS) of ``config``, each after a warm-up call."""
+    from torch.profiler import ProfilerActivity, profile
+
+    work = Workload(config, device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    sections = []
+    for title, fn in ((f"scoring, batch {config.infer_batch}", work.scoring(config.infer_batch)),
+                      (f"training step without LPIPS, batch {config.train_batch}",
+                       work.train_step(config.train_batch, make_loss(False)[0]))):
+        fn()
+        with profile(activities=activities) as prof:
+            fn()
+        table = prof.key_averages().table(sort_by=sort, row_limit=rows)
+        sections.append(f"== {config.name} ({config.describe()}): {title}\n{table}")
+    return "\n".join(sections)
+
+
 def evaluate_targets(configs: list[dict], device: torch.device) -> list[dict]:
     """The issue's targets, judged on the paper configuration(s); the views ratio on every config."""
     targets = []

@@ -20,6 +20,15 @@ TINY = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
             decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on a shared machine: a second thread mostly waits for a busy core."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_model(**overrides) -> MaskedAutoencoder:
     torch.manual_seed(0)
     return MaskedAutoencoder(**{**TINY, **overrides}).eval()
@@ -184,7 +193,8 @@ def restore_threads():
 
 
 def test_quick_run_writes_json_and_markdown(tmp_path, capsys, restore_threads):
-    args = ["--quick", "--repeats", "1", "--threads", "1", "--no-thread-sweep", "--out", str(tmp_path)]
+    args = ["--quick", "--repeats", "1", "--threads", "1", "--no-thread-sweep", "--profile",
+            "--out", str(tmp_path)]
     assert main(args) == 0
     record = json.loads((tmp_path / "quick.json").read_text())
     (config,) = record["configs"]
@@ -197,6 +207,8 @@ def test_quick_run_writes_json_and_markdown(tmp_path, capsys, restore_threads):
     table = (tmp_path / "quick.md").read_text()
     assert "| metric | tiny |" in table
     assert table in capsys.readouterr().out
+    profile = (tmp_path / "quick-profile.txt").read_text()
+    assert "scoring, batch 2" in profile and "training step" in profile and "aten::addmm" in profile
 
 
 def test_thread_sweep_covers_every_core_and_restores_the_thread_count(restore_threads):
