@@ -532,18 +532,22 @@ def draw_pair(category: str, seed: int, split: str, index: int, size: int,
     if defect is None:
         return normal, normal.copy(), np.zeros((size, size), dtype=np.uint8)
     roi = scene.alpha > 0.95
-    for _ in range(20):  # redraw placement until the defect visibly changes a few pixels
+    # redraw placement until the defect visibly changes a few pixels; on small images a faint
+    # defect can vanish in rounding, so after 20 tries the severity is raised step by step
+    for attempt in range(40):
+        sev = severity if attempt < 20 else min(1.0, severity + 0.05 * (attempt - 19))
         if defect == "bent":
-            candidate, _ = _bent(spec, rng, size, scene, params, severity)
+            candidate, _ = _bent(spec, rng, size, scene, params, sev)
         else:
             candidate = scene.copy()
-            DEFECTS[defect](rng, candidate, severity, roi, spec.grayscale)
+            DEFECTS[defect](rng, candidate, sev, roi, spec.grayscale)
         defective = _finish(candidate.render(), spec.grayscale)
         diff = np.abs(normal.astype(int) - defective.astype(int))
         mask = diff.max(-1) > 0 if diff.ndim == 3 else diff > 0
         if mask.sum() >= 3:
             return normal, defective, mask.astype(np.uint8)
-    raise RuntimeError(f"could not place a {defect} defect on {category} #{index}")
+    raise DataError(f"could not place a visible {defect} defect on synthetic {category} #{index} "
+                    f"at {size} px; use a larger image_size or another seed")
 
 
 def _finish(img: np.ndarray, grayscale: bool) -> np.ndarray:

@@ -234,3 +234,13 @@ def test_overview_with_masks_beside(small_root):
         assert not ax.collections
     with pytest.raises(DataError, match="masks must be 'outline' or 'beside'"):
         plot_overview(small_root, masks="overlay")
+
+
+@pytest.mark.parametrize("seed", [2, 3])
+def test_small_images_still_get_a_visible_defect_for_every_seed(tmp_path, seed):
+    # at 32 px a faint defect could vanish in rounding; the generator raises severity instead of failing
+    root = generate_synthetic(tmp_path / "set", seed=seed, image_size=32, categories=["screw"],
+                              n_train=1, n_test_good=1, n_test_defective=30)
+    masks = sorted((root / "screw" / "ground_truth").rglob("*_mask.png"))
+    assert len(masks) == 30
+    assert all(np.asarray(Image.open(m)).any() for m in masks)
