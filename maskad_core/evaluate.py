@@ -27,7 +27,7 @@ from tqdm import tqdm  # not tqdm.auto, which calls iter() on a DataLoader twice
 from maskad_core import metrics as metric_fns
 from maskad_core import scoring
 from maskad_core.config import TrainConfig
-from maskad_core.data import IMAGE_EXTENSIONS, DataError
+from maskad_core.data import IMAGE_EXTENSIONS, DataError, read_image
 from maskad_core.masking import make_masks
 from maskad_core.train import (
     dataset_samples,
@@ -262,13 +262,6 @@ def find_images(inputs) -> list[Path]:
     return found
 
 
-def load_image(path: Path, image_size: int) -> torch.Tensor:
-    """One image as the data loader reads it: RGB, antialiased resize, float (3, H, W) in [0, 1]."""
-    from maskad_core.data import _open, _resize_image
-
-    return _resize_image(_open(Path(path)), image_size).float().div_(255.0)
-
-
 def score_images(run, inputs, out: str | Path, *, device=None, heatmaps: bool = True,
                  quiet: bool = True) -> pd.DataFrame:
     """Score new images with a run's model: writes ``out/scores.csv`` and, per image,
@@ -286,7 +279,7 @@ def score_images(run, inputs, out: str | Path, *, device=None, heatmaps: bool = 
     for start in tqdm(range(0, len(paths), config.batch_size), desc="score", leave=False,
                       disable=quiet):
         chunk = paths[start:start + config.batch_size]
-        images = torch.stack([load_image(p, config.image_size) for p in chunk])
+        images = torch.stack([read_image(p, config.image_size) for p in chunk])
         recon, maps = reconstruct_and_map(model, config, images, range(start, start + len(chunk)),
                                           device)
         scores = image_scores(maps, config)
