@@ -9,6 +9,7 @@ import torch
 from bench.__main__ import main
 from bench.configs import BenchConfig, default_configs, profile_model, quick_configs
 from bench.core import thread_sweep
+from bench.experiments import predict_views_chunked, reconstruct_patch_space
 from bench.flops import count_flops
 from bench.machine import PeakMemory, machine_info
 from bench.reference import PerViewLoopReference
@@ -245,3 +246,17 @@ def test_default_configs_follow_the_repository_profiles():
     assert by_name["paper-E2D4-224"].paper and by_name["paper-E2D4-224"].model["img_size"] == 224
     assert (by_name["paper-E2D4-224"].model["depth"], by_name["paper-E2D4-224"].model["decoder_depth"]) == (2, 4)
     assert all(MaskedAutoencoder(**c.model).num_patches >= 4 for c in by_name.values())
+
+
+@pytest.mark.parametrize("ratio", [0.75, 0.8])  # n = 5: padded views, the attention mask is chunked too
+def test_experiment_variants_equal_the_model(images, ratio):
+    model = tiny_model()
+    masks = complementary_masks(model.num_patches, ratio, torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        views = model.predict_views(images, masks)
+        # a chunk budget of one sequence's MLP activations: one sequence per chunk
+        one_sequence = 16 * model.decoder_blocks[0].mlp.fc1.out_features * 4
+        chunked = predict_views_chunked(model, images, masks, chunk_bytes=one_sequence)
+        torch.testing.assert_close(chunked, views, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(reconstruct_patch_space(model, images, masks),
+                                   model.reconstruct(images, masks), rtol=1e-5, atol=1e-5)
