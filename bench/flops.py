@@ -50,11 +50,15 @@ def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, float]
 
     On a shared machine the wall clock also counts the time the scheduler gave to others; the CPU
     time counts only this process running (with several threads, their sum, spin-waits included).
+    On CUDA both are the wall-clock time.
     """
     wall, cpu = time.perf_counter(), time.process_time()
     fn()
     synchronize(device)
-    return time.perf_counter() - wall, max(time.process_time() - cpu, 1e-9)
+    wall = time.perf_counter() - wall
+    if device.type == "cuda":  # the host's CPU time says nothing about the GPU's work
+        return wall, wall
+    return wall, max(time.process_time() - cpu, 1e-9)
 
 
 class MatmulProbe:

@@ -103,7 +103,8 @@ def markdown(results: dict) -> str:
               "counted). Times: medians after one warm-up call. Wall: wall-clock time, what a user "
               "waits; CPU time: the process's CPU time, blind to time the scheduler gave to other "
               "processes (so steadier on a shared machine); each fraction divides by the matmul "
-              "rate measured the same way."]
+              "rate measured the same way." + (" On CUDA, CPU time means wall-clock time."
+                                                if m["device"].startswith("cuda") else "")]
     return "\n".join(lines) + "\n"
 
 
