@@ -36,9 +36,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--matmul-size", type=int, help="side of the reference matmul (default 2048, "
                         "8192 on cuda, 256 with --quick)")
     parser.add_argument("--profile", action="store_true",
-                        help="also write torch.profiler tables (scoring, training step) to <tag>-profile.txt")
+                        help="also write torch.profiler tables (scoring, training step) to <tag>.profile.txt")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help=f"output folder (default {RESULTS_DIR})")
     parser.add_argument("--tag", help="output file name without suffix (default: the device, or quick)")
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The options that shaped the measurement, as a command to re-run it."""
+    parts = ["python -m bench"]
+    if args.device != "cpu":
+        parts.append(f"--device {args.device}")
+    for flag, on in (("--quick", args.quick), ("--no-lpips", args.no_lpips),
+                     ("--no-thread-sweep", args.no_thread_sweep)):
+        if on:
+            parts.append(flag)
+    for flag, value in (("--configs", " ".join(args.configs or [])), ("--threads", args.threads),
+                        ("--repeats", args.repeats), ("--matmul-size", args.matmul_size)):
+        if value:
+            parts.append(f"{flag} {value}")
+    return " ".join(parts)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,11 +88,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     tag = args.tag or ("quick" if args.quick else args.device)
+    results["command"] = command_line(args)
     json_path, md_path = write_results(results, args.out, tag)
     print(markdown(results))
     print(f"wrote {json_path} and {md_path}")
     if args.profile:
-        profile_path = args.out / f"{tag}-profile.txt"
+        profile_path = args.out / f"{tag}.profile.txt"
         profile_path.write_text("\n".join(profile_config(c, torch.device(args.device)) for c in configs))
         print(f"wrote {profile_path}")
     return 0

@@ -207,8 +207,9 @@ def test_quick_run_writes_json_and_markdown(tmp_path, capsys, restore_threads):
     assert record["machine"]["threads"] == 1 and record["matmul"]["gflops"] > 0
     table = (tmp_path / "quick.md").read_text()
     assert "| metric | tiny |" in table
+    assert "`python -m bench --quick --no-thread-sweep --threads 1 --repeats 1`" in table
     assert table in capsys.readouterr().out
-    profile = (tmp_path / "quick-profile.txt").read_text()
+    profile = (tmp_path / "quick.profile.txt").read_text()
     assert "scoring, batch 2" in profile and "training step" in profile and "aten::addmm" in profile
 
 
