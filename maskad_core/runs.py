@@ -29,6 +29,7 @@ from maskad_core.paths import runs_dir
 RUN_ID_LENGTH = 12
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_FILE = "checkpoints/last.pt"
+SNAPSHOT_FILE = "checkpoints/model_epoch_{epoch:04d}.pt"  # weights only, for pictures of training
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
 SCORES_FILE = "scores.csv"
@@ -117,13 +118,33 @@ class Run:
             raise FileNotFoundError(f"run {self.path} has no checkpoint ({CHECKPOINT_FILE})")
         return torch.load(self.checkpoint_path, map_location=map_location, weights_only=True)
 
-    def load_model(self, device="cpu"):
-        """The trained MaskedAutoencoder (eval mode) on ``device``."""
+    def snapshots(self) -> list[int]:
+        """The epochs whose weights the run kept (see snapshot_epochs), in order."""
+        found = self.path.glob(SNAPSHOT_FILE.split("/")[0] + "/model_epoch_*.pt")
+        return sorted(int(f.stem.rsplit("_", 1)[1]) for f in found)
+
+    def load_model(self, device="cpu", epoch: int | None = None):
+        """The trained MaskedAutoencoder (eval mode) on ``device``; with ``epoch``, the weights
+        kept after that epoch (one of ``snapshots()``)."""
         from maskad_core.train import build_model
 
         model = build_model(self.config)
-        model.load_state_dict(self.load_checkpoint()["model"])
+        if epoch is None:
+            state = self.load_checkpoint()["model"]
+        else:
+            path = self.path / SNAPSHOT_FILE.format(epoch=int(epoch))
+            if not path.is_file():
+                raise FileNotFoundError(f"run {self.path} kept no weights for epoch {epoch}; "
+                                        f"it has epochs {self.snapshots() or 'none'}")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
         return model.to(device).eval()
+
+
+def snapshot_epochs(epochs: int) -> list[int]:
+    """Epochs (counted from 1) after which training keeps a copy of the weights: the first, a
+    quarter, half way and the last, so that notebooks can show reconstructions over training."""
+    return sorted({e for e in (1, round(epochs / 4), round(epochs / 2), epochs) if 1 <= e <= epochs})
 
 
 def load_run(ref: str | Path) -> Run:

@@ -340,6 +340,9 @@ class _Context:
     def save(self) -> None:
         if self.dist.is_main:
             runs.atomic_torch_save(self.checkpoint(), self.path / runs.CHECKPOINT_FILE)
+            if self.epoch in runs.snapshot_epochs(self.config.epochs):
+                runs.atomic_torch_save(self.model.state_dict(),
+                                       self.path / runs.SNAPSHOT_FILE.format(epoch=self.epoch))
 
     # -- the loop
     def seed_epoch(self, epoch: int) -> None:

@@ -432,12 +432,12 @@ loss_drop = float(history["total"].iloc[0] - history["total"].iloc[-1])
 glue("train_loss_drop", round(loss_drop, 4), display=False)
 display(history.round(4))'''),
     md("""
-## Reconstructions before and after training
+## Reconstructions over training
 
-The same test images reconstructed by the model at initialisation (same seed, no training) and by
-the trained model, each with its eq. 3 composite and the squared error map of eq. 1. The run keeps
-only its last checkpoint, so these are the two ends of training; the loss curves above show the path
-between them.
+The same test images reconstructed by the model at initialisation (same seed, no training) and with
+the weights the run kept after its first epoch, a quarter, half and all of its epochs
+(`runs.snapshot_epochs`): the eq. 3 composite $y$ at each stage, then the squared error map of eq. 1
+of the trained model.
 """),
     code('''
 from maskad_core.evaluate import reconstruct_and_map
@@ -447,22 +447,27 @@ test_set, _ = open_dataset(main_config, "test")
 picks = sorted({0, len(test_set) // 2, len(test_set) - 1})
 images = torch.stack([test_set[i]["image"] for i in picks])
 torch.manual_seed(main_config.seed)
-untrained = build_model(main_config).eval()
-trained = run.load_model().eval()
-rows = []
-for name, model in (("initial", untrained), ("trained", trained)):
-    recon, maps = reconstruct_and_map(model, main_config, images, picks, torch.device("cpu"))
-    rows.append((name, recon, maps))
-fig_recon, axes = plt.subplots(len(picks), 5, figsize=(10, 2.1 * len(picks)), squeeze=False)
+stages = [("initial", build_model(main_config).eval())]
+stages += [(f"epoch {e}", run.load_model(epoch=e)) for e in run.snapshots()]
+if len(stages) == 1:  # a run from before snapshots were kept: the two ends of training
+    stages.append(("trained", run.load_model()))
+print("stages shown:", ", ".join(name for name, _ in stages))
+glue("reconstruction_stages", [name for name, _ in stages], display=False)
+outputs = [reconstruct_and_map(model, main_config, images, picks, torch.device("cpu"))
+           for _, model in stages]
+columns = 2 + len(stages)
+fig_recon, axes = plt.subplots(len(picks), columns, figsize=(1.9 * columns, 2.0 * len(picks)),
+                               squeeze=False)
 for row, index in enumerate(picks):
     item = test_set[index]
     axes[row, 0].imshow(images[row].permute(1, 2, 0).numpy())
     axes[row, 0].set_title(f"{item['category']}/{item['defect_type']}", fontsize=8)
-    for j, (name, recon, maps) in enumerate(rows):
-        axes[row, 1 + 2 * j].imshow(recon[row].permute(1, 2, 0).numpy())
-        axes[row, 1 + 2 * j].set_title(f"{name}: y", fontsize=8)
-        axes[row, 2 + 2 * j].imshow(maps[row].numpy(), cmap="inferno")
-        axes[row, 2 + 2 * j].set_title(f"{name}: error, mean {maps[row].mean():.4f}", fontsize=8)
+    for j, ((name, _), (recon, _maps)) in enumerate(zip(stages, outputs, strict=True)):
+        axes[row, 1 + j].imshow(recon[row].clamp(0, 1).permute(1, 2, 0).numpy())
+        axes[row, 1 + j].set_title(f"y, {name}", fontsize=8)
+    final_map = outputs[-1][1][row]
+    axes[row, -1].imshow(final_map.numpy(), cmap="inferno")
+    axes[row, -1].set_title(f"error, mean {final_map.mean():.4f}", fontsize=8)
 for axis in axes.ravel():
     axis.axis("off")
 fig_recon.tight_layout()

@@ -131,6 +131,11 @@ def test_notebook_03_reports_its_training_run(smoke_study):
     assert glue(smoke_study, name, "model_description").startswith("E2D4")
     glued = study.read_glue(smoke_study.notebook(name))
     assert "image/png" in glued["fig_loss_curves"] and "image/png" in glued["fig_reconstructions"]
+    # reconstructions over training: initialisation, then every epoch whose weights the run kept
+    from maskad_core.runs import snapshot_epochs
+
+    assert glue(smoke_study, name, "reconstruction_stages") == ["initial"] + [
+        f"epoch {e}" for e in snapshot_epochs(SMOKE["epochs"])]
 
 
 def test_notebook_04_table1(smoke_study):

@@ -243,3 +243,17 @@ def test_a_run_killed_during_evaluation_is_finished_without_training_again(data_
     monkeypatch.setattr(train_module, "_train_epochs", killed)  # all epochs are in the checkpoint
     run = train(config, quiet=True)
     assert run.done and list(run.history.epoch) == [1]
+
+
+def test_weights_are_kept_at_the_snapshot_epochs_and_the_last_equals_the_final_model(data_root, home):
+    assert runs.snapshot_epochs(40) == [1, 10, 20, 40]
+    assert runs.snapshot_epochs(2) == [1, 2]
+    run = train(tiny_config(data_root, epochs=4, seed=7), quiet=True)
+    assert run.snapshots() == [1, 2, 4]
+    final, first = run.load_model(), run.load_model(epoch=1)
+    last = run.load_model(epoch=4)
+    for name, tensor in final.state_dict().items():
+        assert torch.equal(tensor, last.state_dict()[name]), name
+    assert any(not torch.equal(t, first.state_dict()[n]) for n, t in final.state_dict().items())
+    with pytest.raises(FileNotFoundError, match=r"epoch 3; it has epochs \[1, 2, 4\]"):
+        run.load_model(epoch=3)
