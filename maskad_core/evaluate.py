@@ -27,7 +27,7 @@ from tqdm import tqdm  # not tqdm.auto, which calls iter() on a DataLoader twice
 from maskad_core import metrics as metric_fns
 from maskad_core import scoring
 from maskad_core.config import TrainConfig
-from maskad_core.data import IMAGE_EXTENSIONS, DataError, read_image
+from maskad_core.data import DataError, _is_sample_file, read_image
 from maskad_core.masking import make_masks
 from maskad_core.train import (
     dataset_samples,
@@ -250,9 +250,7 @@ def find_images(inputs) -> list[Path]:
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*")
-                                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                                and not p.name.startswith(".") and not p.stem.endswith("_mask")))
+            found.extend(sorted(p for p in path.rglob("*") if _is_sample_file(p)))
         elif path.is_file():
             found.append(path)
         else:
