@@ -106,6 +106,11 @@ def pro_curve(masks, maps) -> tuple[np.ndarray, np.ndarray]:
     region marked. Computed in one sort of all pixels. Needs both normal and defect pixels.
     """
     defect, maps_np = _masks_and_maps(masks, maps, "pro_curve")
+    return _pro_curve(defect, maps_np)
+
+
+def _pro_curve(defect: np.ndarray, maps_np: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """pro_curve of already checked (N, H, W) defect masks (bool) and maps (float64)."""
     # Connect within each image only: the structure has no links along the image axis.
     structure = np.zeros((3, 3, 3), dtype=bool)
     structure[1] = True
@@ -139,10 +144,10 @@ def aupro(masks, maps, fpr_limit: float = DEFAULT_FPR_LIMIT) -> float:
     """
     if not (0.0 < fpr_limit <= 1.0):
         raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit!r}")
-    defect, _ = _masks_and_maps(masks, maps, "aupro")
+    defect, maps_np = _masks_and_maps(masks, maps, "aupro")
     if defect.all() or not defect.any():
         return _undefined("aupro", "masks hold a single class (need defect and normal pixels)")
-    fpr, pro = pro_curve(masks, maps)
+    fpr, pro = _pro_curve(defect, maps_np)
     inside = fpr <= fpr_limit
     x, y = fpr[inside], pro[inside]
     if x[-1] < fpr_limit:  # close the curve at the limit by interpolating the next segment
