@@ -264,7 +264,7 @@ def score_images(run, inputs, out: str | Path, *, device=None, heatmaps: bool = 
                  quiet: bool = True) -> pd.DataFrame:
     """Score new images with a run's model: writes ``out/scores.csv`` and, per image,
     ``out/<index>_<name>.png`` (image, reconstruction, anomaly map side by side)."""
-    from maskad_core.runs import Run, atomic_write_text, load_run
+    from maskad_core.runs import Run, load_run, write_csv
 
     run = run if isinstance(run, Run) else load_run(run)
     config = run.config
@@ -290,7 +290,7 @@ def score_images(run, inputs, out: str | Path, *, device=None, heatmaps: bool = 
                 row["heatmap"] = str(picture)
             rows.append(row)
     frame = pd.DataFrame(rows)
-    atomic_write_text(out / "scores.csv", frame.to_csv(index=False))
+    write_csv(out / "scores.csv", frame)
     return frame
 
 
