@@ -119,6 +119,10 @@ class TrainConfig:
             raise ValueError(
                 f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
             )
+        for name in ("embed_dim", "decoder_embed_dim"):
+            if getattr(self, name) % 4:
+                raise ValueError(f"{name} {getattr(self, name)} is not a multiple of 4 "
+                                 "(the 2-D sin-cos positional embedding needs one)")
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
         if self.decoder_embed_dim % self.decoder_num_heads:
@@ -131,6 +135,13 @@ class TrainConfig:
             masking.num_views(self.mask_ratio)  # raises ValueError naming the valid ratios
         elif not 0.0 < self.mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in (0, 1) for random masking, got {self.mask_ratio}")
+        num_patches = (self.image_size // self.patch_size) ** 2
+        if self.num_views > num_patches:
+            raise ValueError(
+                f"mask_ratio {self.mask_ratio} gives {self.num_views} views but image_size "
+                f"{self.image_size} / patch_size {self.patch_size} gives only {num_patches} patches "
+                "(each view needs one visible patch)"
+            )
         if self.topk_fraction > 1:
             raise ValueError(f"topk_fraction must be in (0, 1], got {self.topk_fraction}")
         _choice("lpips", self.lpips, LPIPS_MODES)

@@ -102,6 +102,9 @@ def test_invalid_mask_ratio_lists_valid_ratios():
 @pytest.mark.parametrize("settings, message", [
     ({"image_size": 100}, "image_size 100 is not a multiple of patch_size 16"),
     ({"embed_dim": 100, "num_heads": 3}, "embed_dim 100 is not divisible by num_heads 3"),
+    ({"embed_dim": 30, "num_heads": 3}, "embed_dim 30 is not a multiple of 4"),
+    ({"decoder_embed_dim": 130, "decoder_num_heads": 2}, "decoder_embed_dim 130 is not a multiple of 4"),
+    ({"image_size": 32, "mask_ratio": 0.9}, "gives 10 views but .* only 4 patches"),
     ({"masking": "checkerboard"}, "masking 'checkerboard' is not one of: complementary, random"),
     ({"lpips": "maybe"}, "lpips 'maybe' is not one of"),
     ({"anomaly_map": "l3"}, "anomaly_map 'l3' is not one of"),
