@@ -32,16 +32,7 @@ TARGET_SCORING_FRACTION = 0.50
 
 def random_alexnet_lpips() -> torch.nn.Module:
     """LPIPS(alex) with a random AlexNet trunk: costs what the real one costs, needs no download."""
-    import contextlib as _cl
-    import io
-    import warnings
-
-    import lpips
-
-    with warnings.catch_warnings(), _cl.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore", UserWarning)
-        metric = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False)
-    return metric.requires_grad_(False).eval()
+    return losses.lpips_random_trunk().requires_grad_(False).eval()
 
 
 def make_loss(with_lpips: bool) -> tuple[ReconstructionLoss, str]:

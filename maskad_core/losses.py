@@ -133,19 +133,24 @@ def _alexnet_state_dict() -> dict[str, Tensor]:
         raise OSError(f"could not read AlexNet weights {path}: {error}") from error
 
 
+def lpips_random_trunk() -> nn.Module:
+    """LPIPS(alex, v0.1) with its shipped calibration layers and a random AlexNet trunk; downloads
+    nothing and prints nothing."""
+    import lpips  # imported lazily: only needed when LPIPS is used
+
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        # lpips passes torchvision's deprecated `pretrained=` flag; the trunk is built random here.
+        warnings.simplefilter("ignore", UserWarning)
+        return lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False)
+
+
 def build_lpips() -> nn.Module:
     """An LPIPS(alex, v0.1) module with ImageNet AlexNet trunk, frozen and in eval mode.
 
     Raises OSError when the AlexNet weights are unavailable. Prints nothing.
     """
-    import lpips  # imported lazily: only needed when LPIPS is used
-
     state = _alexnet_state_dict()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        # lpips passes torchvision's deprecated `pretrained=` flag; the trunk is built random here.
-        warnings.simplefilter("ignore", UserWarning)
-        metric = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True,
-                             verbose=False)
+    metric = lpips_random_trunk()
     # lpips names the trunk's layers slice<k>.<index in alexnet.features>.<param>.
     trunk = {}
     for name in metric.net.state_dict():
