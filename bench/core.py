@@ -82,8 +82,7 @@ class Workload:
             self.model.train()
             masks = self.masks()
             with _autocast(self.device):
-                views = self.model.predict_views(images, masks)
-                recon = self.model.combine_views(images, views, masks)
+                recon = self.model.reconstruct(images, masks)
                 loss, _ = loss_fn(recon.float(), images)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
