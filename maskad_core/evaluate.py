@@ -112,7 +112,8 @@ def evaluate_model(model, config: TrainConfig, data_root: str | Path | None = No
         for key, values in image_scores(maps, config).items():
             scores[key].append(values)
         for i, category in enumerate(batch["category"]):
-            if full.category_has_masks(category):
+            # a defective image whose mask is missing has an all-zero one: keep it out of pixel metrics
+            if batch["has_mask"][i]:
                 maps_by_category.setdefault(category, []).append(maps[i])
                 masks_by_category.setdefault(category, []).append(batch["mask"][i, 0].bool())
     seconds = time.perf_counter() - started

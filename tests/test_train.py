@@ -10,6 +10,7 @@ import torch
 from train_fixtures import make_mvtec_tree, tiny_config
 
 from maskad_core import runs
+from maskad_core import evaluate as evaluate_module
 from maskad_core import train as train_module
 from maskad_core.evaluate import evaluate_model
 from maskad_core.losses import ReconstructionLoss
@@ -257,3 +258,18 @@ def test_weights_are_kept_at_the_snapshot_epochs_and_the_last_equals_the_final_m
     assert any(not torch.equal(t, first.state_dict()[n]) for n, t in final.state_dict().items())
     with pytest.raises(FileNotFoundError, match=r"epoch 3; it has epochs \[1, 2, 4\]"):
         run.load_model(epoch=3)
+
+
+def test_a_defective_image_without_its_mask_is_left_out_of_the_pixel_metrics(tmp_path, monkeypatch):
+    root = make_mvtec_tree(tmp_path / "mvtec")
+    (root / "stripes" / "ground_truth" / "square" / "001_mask.png").unlink()
+    config = tiny_config(root)
+    seen = []
+    real_pixel_auroc = evaluate_module.metric_fns.pixel_auroc
+    monkeypatch.setattr(evaluate_module.metric_fns, "pixel_auroc",
+                        lambda masks, maps: seen.append(masks.shape) or real_pixel_auroc(masks, maps))
+    with pytest.warns(UserWarning, match="have no mask"):
+        evaluation, scores = evaluate_model(build_model(config), config, device="cpu")
+    assert len(scores[scores.category == "stripes"]) == 6  # still scored for the image metrics
+    assert seen == [(5, 32, 32)]  # 3 good + 2 defective with masks; not the unmasked one
+    assert 0.0 <= evaluation["per_category"]["stripes"]["pixel_auroc"] <= 1.0
