@@ -9,8 +9,8 @@ import pytest
 import torch
 from train_fixtures import make_mvtec_tree, tiny_config
 
-from maskad_core import runs
 from maskad_core import evaluate as evaluate_module
+from maskad_core import runs
 from maskad_core import train as train_module
 from maskad_core.evaluate import evaluate_model
 from maskad_core.losses import ReconstructionLoss
