@@ -12,20 +12,11 @@ from pathlib import Path
 
 import torch
 
+from maskad_core.study import cpu_name
+
 _PROC_STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 _PROC_STAT = Path("/proc/stat")
-
-
-def cpu_name() -> str:
-    """The CPU model name as lscpu shows it (from /proc/cpuinfo), else platform.processor()."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def machine_info(device: torch.device) -> dict:
