@@ -194,7 +194,7 @@ def test_smoke_study_builds_the_book(smoke_study):
     for name in study.NOTEBOOKS:
         page = smoke_study.html_dir / "book" / "executed" / f"{name}.html"
         assert page.is_file(), name
-    assert smoke_study.seconds["total"] < 600, smoke_study.seconds
+    # the smoke study's time is reported by the fixture, not asserted: speed belongs to bench/
 
 
 def test_maskad_study_command_help_and_errors(capsys):
