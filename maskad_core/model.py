@@ -143,7 +143,9 @@ class MaskedAutoencoder(nn.Module):
 
         Each view's encoder sees only its own visible patches; the views never attend to each other.
         """
-        masks = self._check_inputs(images, masks)
+        return self._predict_views(images, self._check_inputs(images, masks))
+
+    def _predict_views(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         b, n, length = masks.shape
         tokens = self.patch_embed(images) + self.pos_embed  # (B, L, D)
 
@@ -176,7 +178,9 @@ class MaskedAutoencoder(nn.Module):
         With complementary masks every patch is masked in n - 1 views, so this is exactly
         y = 1/(n - 1) * sum_i M_i * y_i.
         """
-        masks = self._check_inputs(images, masks)
+        return self._combine_views(images, views, self._check_inputs(images, masks))
+
+    def _combine_views(self, images: torch.Tensor, views: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         weights = self.patch_to_pixel_mask(masks).to(views.dtype)  # (B, n, 1, H, W)
         count = weights.sum(1)
         total = (views * weights).sum(1)
@@ -184,7 +188,8 @@ class MaskedAutoencoder(nn.Module):
 
     def reconstruct(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """The composite reconstruction y of eq. 3 (with one random mask: the vanilla MAE composite)."""
-        return self.combine_views(images, self.predict_views(images, masks), masks)
+        masks = self._check_inputs(images, masks)  # once: the check syncs with the device
+        return self._combine_views(images, self._predict_views(images, masks), masks)
 
     forward = reconstruct
 
