@@ -55,3 +55,19 @@ def smoke_study(tmp_path_factory) -> SmokeStudy:
         smoke.seconds["book"] = time.perf_counter() - book_started
     smoke.seconds["total"] = time.perf_counter() - started
     return smoke
+
+
+# -- shared by the training, run and CLI tests
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A fresh MASKAD_HOME, so runs and generated data never touch the user's cache."""
+    monkeypatch.setenv("MASKAD_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """A tiny two-category MVTec-layout tree (see train_fixtures.make_mvtec_tree)."""
+    from train_fixtures import make_mvtec_tree
+
+    return make_mvtec_tree(tmp_path_factory.mktemp("mvtec"))

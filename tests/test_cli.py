@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from train_fixtures import make_mvtec_tree, tiny_config
+from train_fixtures import tiny_config
 
 from maskad_core import runs
 from maskad_core.cli import build_parser, main
@@ -19,17 +19,6 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = ["image_size=32", "patch_size=8", "embed_dim=16", "depth=1", "num_heads=2",
         "decoder_embed_dim=16", "decoder_depth=1", "decoder_num_heads=2", "mlp_ratio=2",
         "epochs=1", "batch_size=4", "warmup_epochs=1", "lpips=off", "augment=flip", "device=cpu"]
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return make_mvtec_tree(tmp_path_factory.mktemp("mvtec"))
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("MASKAD_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
 
 
 def _error_line(capsys) -> str:

@@ -11,12 +11,6 @@ from maskad_core import runs
 from maskad_core.config import TrainConfig
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("MASKAD_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
 def _fake_run(config: TrainConfig):
     path = runs.run_path(config)
     path.mkdir(parents=True)

@@ -18,17 +18,6 @@ from maskad_core.masking import complementary_masks
 from maskad_core.train import TrainingDivergedError, build_model, lr_factor, train
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return make_mvtec_tree(tmp_path_factory.mktemp("mvtec"))
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("MASKAD_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
 class _Interrupted(Exception):
     pass
 
