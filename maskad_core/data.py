@@ -134,13 +134,19 @@ def _resize_image(img: Image.Image, size: int) -> torch.Tensor:
 
 
 def _resize_mask(mask: Image.Image, size: int) -> torch.Tensor:
-    """Nearest-neighbour resize, then 0/1; returns uint8 (1, H, W)."""
+    """Resize a 0/255 mask to size x size, keeping every defect: returns uint8 0/1 (1, H, W).
+
+    Shrinking averages each output pixel's area (box filter) and marks it defective if any of it
+    was, so a defect smaller than an output pixel never vanishes; enlarging is nearest-neighbour.
+    """
     if mask.mode not in ("L", "1"):
         mask = _to_rgb(mask).convert("L")
+    mask = mask.convert("L").point(lambda v: 255 if v > 127 else 0)
     if mask.size != (size, size):
-        mask = mask.resize((size, size), Image.Resampling.NEAREST)
-    arr = np.asarray(mask.convert("L"), dtype=np.uint8)
-    return torch.from_numpy((arr > 127).astype(np.uint8))[None]
+        shrinking = mask.size[0] > size or mask.size[1] > size
+        mask = mask.resize((size, size), Image.Resampling.BOX if shrinking else Image.Resampling.NEAREST)
+    arr = np.asarray(mask, dtype=np.uint8)
+    return torch.from_numpy((arr > 0).astype(np.uint8))[None]
 
 
 def read_image(path: str | Path, image_size: int) -> torch.Tensor:

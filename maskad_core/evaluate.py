@@ -6,7 +6,7 @@ the test set), so scores do not depend on the batch size. The reconstruction is 
 ``scoring.REDUCTIONS``.
 
 Metric names, used everywhere (metrics.json, tables, notebooks):
-``image_auroc_<reduction>`` (``image_auroc_mean`` is the paper's eq. 1 score), ``pixel_auroc``,
+``image_auroc_<reduction>`` of the configured map, ``image_auroc_eq1`` (the paper's eq. 1 score), ``pixel_auroc``,
 ``pixel_aupro`` (FPR limit 0.3), with ``image_note`` / ``pixel_note`` saying why a value is NaN.
 """
 
@@ -37,26 +37,31 @@ from maskad_core.train import (
     select_device,
 )
 
-IMAGE_METRICS = tuple(f"image_auroc_{r}" for r in scoring.REDUCTIONS)
+SCORE_NAMES = (*scoring.REDUCTIONS, "eq1")  # the map's reductions, and the paper's eq. 1
+IMAGE_METRICS = tuple(f"image_auroc_{r}" for r in SCORE_NAMES)
 PIXEL_METRICS = ("pixel_auroc", "pixel_aupro")
 METRIC_NAMES = IMAGE_METRICS + PIXEL_METRICS
-SCORE_COLUMNS = tuple(f"score_{r}" for r in scoring.REDUCTIONS)
+SCORE_COLUMNS = tuple(f"score_{r}" for r in SCORE_NAMES)
 
 
 def image_masks(config: TrainConfig, num_patches: int, indices) -> torch.Tensor:
-    """(B, n, L) masks for the test images with these indices: each from its own seeded generator."""
+    """(B, n * P, L) masks for the test images with these indices, each image's from its own seeded
+    generator: P = ``test_partitions`` independent draws of the evaluation masking, stacked, so that
+    eq. 3 averages every patch over all the views of all draws that masked it."""
     generator = torch.Generator()
     out = []
     for index in indices:
         generator.manual_seed(derive_seed(config.eval_seed, "eval", int(index)))
-        out.append(make_masks(config.masking, num_patches, config.mask_ratio, generator))
+        out.append(torch.cat([make_masks(config.eval_masking, num_patches, config.mask_ratio, generator)
+                              for _ in range(config.test_partitions)]))
     return torch.stack(out)
 
 
 @torch.no_grad()
 def reconstruct_and_map(model, config: TrainConfig, images: torch.Tensor, indices,
                         device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(reconstructions (B,C,H,W), anomaly maps (B,H,W)) on the CPU, float32."""
+    """(reconstructions (B,C,H,W), anomaly maps (B,H,W)) on the CPU, float32; the map is the
+    configured kind, smoothed."""
     images = images.to(device)
     masks = image_masks(config, model.num_patches, indices).to(device)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
@@ -69,9 +74,13 @@ def reconstruct_and_map(model, config: TrainConfig, images: torch.Tensor, indice
     return recon.cpu(), maps.cpu()
 
 
-def image_scores(maps: torch.Tensor, config: TrainConfig) -> dict[str, np.ndarray]:
-    return {f"score_{r}": scoring.image_score(maps, r, config.topk_fraction).numpy()
-            for r in scoring.REDUCTIONS}
+def image_scores(images: torch.Tensor, recon: torch.Tensor, maps: torch.Tensor,
+                 config: TrainConfig) -> dict[str, np.ndarray]:
+    """Every reduction of the configured map, and the paper's eq. 1 (always the raw l2 mean)."""
+    scores = {f"score_{r}": scoring.image_score(maps, r, config.topk_fraction).numpy()
+              for r in scoring.REDUCTIONS}
+    scores["score_eq1"] = scoring.eq1_score(images.float(), recon).numpy()
+    return scores
 
 
 def _metric(function, *args) -> tuple[float, str]:
@@ -106,10 +115,10 @@ def evaluate_model(model, config: TrainConfig, data_root: str | Path | None = No
     offset = 0
     for batch in tqdm(loader, desc="evaluate", leave=False, disable=quiet, dynamic_ncols=True):
         count = batch["image"].shape[0]
-        _, maps = reconstruct_and_map(model, config, batch["image"], range(offset, offset + count),
-                                      device)
+        recon, maps = reconstruct_and_map(model, config, batch["image"],
+                                          range(offset, offset + count), device)
         offset += count
-        for key, values in image_scores(maps, config).items():
+        for key, values in image_scores(batch["image"], recon, maps, config).items():
             scores[key].append(values)
         for i, category in enumerate(batch["category"]):
             # a defective image whose mask is missing has an all-zero one: keep it out of pixel metrics
@@ -129,15 +138,18 @@ def evaluate_model(model, config: TrainConfig, data_root: str | Path | None = No
         rows = frame[frame.category == category]
         maps = torch.stack(maps_by_category[category]).float() if category in maps_by_category else None
         masks = torch.stack(masks_by_category[category]) if category in masks_by_category else None
-        per_category[category] = category_metrics(rows, maps, masks, category)
+        per_category[category] = category_metrics(rows, maps, masks, category,
+                                                  headline=config.score_reduction)
     mean = mean_row(per_category)
     evaluation = {
         "per_category": per_category,
         "mean": mean,
-        "image_auroc": mean["image_auroc_mean"],
+        "image_auroc": mean[f"image_auroc_{config.score_reduction}"],
+        "headline_score": headline_description(config),
         "evaluation": {"data_root": str(data_root), "anomaly_map": config.anomaly_map,
-                       "smooth_sigma": config.smooth_sigma, "topk_fraction": config.topk_fraction,
-                       "eval_seed": config.eval_seed, "num_views": config.num_views,
+                       "smooth_sigma": config.smooth_sigma, "score_reduction": config.score_reduction,
+                       "topk_fraction": config.topk_fraction, "eval_seed": config.eval_seed,
+                       "test_masking": config.eval_masking, "test_partitions": config.test_partitions,
                        "masking": config.masking, "mask_ratio": config.mask_ratio,
                        "device": str(device), "wall_time_s": seconds,
                        "images_per_s": len(frame) / max(seconds, 1e-9)},
@@ -148,13 +160,26 @@ def evaluate_model(model, config: TrainConfig, data_root: str | Path | None = No
     return evaluation, frame
 
 
+def headline_description(config: TrainConfig) -> str:
+    """The study's default image score in words, e.g. "max of the l2_centered map, smoothed (sigma 4)"."""
+    smoothing = f", smoothed (sigma {config.smooth_sigma:g})" if config.smooth_sigma > 0 else ""
+    return f"{config.score_reduction} of the {config.anomaly_map} map{smoothing}"
+
+
 def category_metrics(rows: pd.DataFrame, maps: torch.Tensor | None, masks: torch.Tensor | None,
-                     category: str) -> dict:
-    """Image AUROC per reduction, pixel AUROC and AUPRO (NaN with a note where undefined)."""
+                     category: str, headline: str = "mean") -> dict:
+    """Image AUROC per score (each reduction and eq. 1) with a 95% bootstrap interval over test
+    images for the ``headline`` score and eq. 1, pixel AUROC and AUPRO (NaN with a note where
+    undefined)."""
     result: dict = {"n_test": int(len(rows)), "n_good": int((rows.label == 0).sum()),
                     "n_defective": int((rows.label == 1).sum())}
     notes = []
-    for reduction in scoring.REDUCTIONS:
+    for name in dict.fromkeys((headline, "eq1")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", metric_fns.UndefinedMetricWarning)  # noted below
+            low, high = metric_fns.auroc_interval(rows.label.to_numpy(), rows[f"score_{name}"].to_numpy())
+        result[f"image_auroc_{name}_ci"] = [low, high]
+    for reduction in SCORE_NAMES:
         value, note = _metric(metric_fns.image_auroc, rows.label.to_numpy(),
                               rows[f"score_{reduction}"].to_numpy())
         result[f"image_auroc_{reduction}"] = value
@@ -213,7 +238,8 @@ def format_table(table: pd.DataFrame) -> str:
 
 
 # Settings that change how a trained model is scored, not how it is trained.
-EVAL_FIELDS = ("anomaly_map", "smooth_sigma", "topk_fraction", "eval_seed",
+EVAL_FIELDS = ("anomaly_map", "smooth_sigma", "score_reduction", "topk_fraction", "test_masking",
+               "test_partitions", "eval_seed",
                "max_test_images_per_category", "batch_size", "num_workers", "device")
 
 
@@ -281,13 +307,13 @@ def score_images(run, inputs, out: str | Path, *, device=None, heatmaps: bool = 
         images = torch.stack([read_image(p, config.image_size) for p in chunk])
         recon, maps = reconstruct_and_map(model, config, images, range(start, start + len(chunk)),
                                           device)
-        scores = image_scores(maps, config)
+        scores = image_scores(images, recon, maps, config)
         for i, path in enumerate(chunk):
             row = {"path": str(path), **{k: float(v[i]) for k, v in scores.items()}}
             if heatmaps:
                 picture = out / f"{start + i:04d}_{path.stem}.png"
                 save_heatmap(picture, images[i], recon[i], maps[i], title=f"{path.name}  "
-                             f"score_mean={row['score_mean']:.5f}")
+                             f"score={row[f'score_{config.score_reduction}']:.5f}")
                 row["heatmap"] = str(picture)
             rows.append(row)
     frame = pd.DataFrame(rows)

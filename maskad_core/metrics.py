@@ -78,6 +78,41 @@ def image_auroc(labels, scores) -> float:
     return _rank_auroc(labels_np, scores_np)
 
 
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def auroc_interval(labels, scores, level: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES,
+                   seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the image AUROC over test images.
+
+    Normal and anomalous images are resampled separately (stratified), so every resample keeps
+    both classes and the class balance of the test split. Seeded: the same inputs give the same
+    interval. (NaN, NaN) with an UndefinedMetricWarning when only one class is present.
+    """
+    labels_np = _labels(labels, "labels")
+    scores_np = _scores(scores, "scores")
+    if labels_np.ndim != 1 or scores_np.shape != labels_np.shape:
+        raise ValueError(f"labels and scores must be 1-D of one length, got shapes "
+                         f"{labels_np.shape} and {scores_np.shape}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if labels_np.all() or not labels_np.any():
+        nan = _undefined("auroc_interval", "labels hold a single class (need normal and anomalous)")
+        return nan, nan
+    rng = np.random.default_rng(seed)
+    positive, negative = scores_np[labels_np], scores_np[~labels_np]
+    pos = positive[rng.integers(0, positive.size, (resamples, positive.size))]
+    neg = negative[rng.integers(0, negative.size, (resamples, negative.size))]
+    # AUROC of each resample: P(pos > neg) + P(pos == neg) / 2, from sorted negatives
+    neg.sort(axis=1)
+    below = np.stack([np.searchsorted(row, p, side="left") for row, p in zip(neg, pos, strict=True)])
+    upto = np.stack([np.searchsorted(row, p, side="right") for row, p in zip(neg, pos, strict=True)])
+    values = (below + upto).sum(axis=1) / (2.0 * positive.size * negative.size)
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(values, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
 def _masks_and_maps(masks, maps, metric: str) -> tuple[np.ndarray, np.ndarray]:
     masks_np = _drop_channel(_as_numpy(masks, "masks").astype(np.float64))
     maps_np = _drop_channel(_scores(maps, "maps"))

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from maskad_core.losses import SSIM_SIGMA, ssim_window_size
 
-ANOMALY_MAP_KINDS = ("l2", "l1", "ssim")
+ANOMALY_MAP_KINDS = ("l2", "l2_centered", "l1", "ssim")
 REDUCTIONS = ("mean", "max", "topk")
 SMOOTHING_TRUNCATE = 4.0  # kernel radius in sigmas, as scipy.ndimage.gaussian_filter
 
@@ -88,8 +88,9 @@ def ssim_map(images: Tensor, recon: Tensor) -> Tensor:
 def anomaly_map(images: Tensor, recon: Tensor, kind: str = "l2", smooth_sigma: float = 0.0) -> Tensor:
     """Per-pixel anomaly map (B, H, W) of images and reconstructions (B, C, H, W), both in [0, 1].
 
-    kind "l2": squared error averaged over channels (the per-pixel term of eq. 1); "l1": absolute
-    error averaged over channels; "ssim": 1 - SSIM map averaged over channels. ``smooth_sigma`` > 0
+    kind "l2": squared error averaged over channels (the per-pixel term of eq. 1); "l2_centered":
+    the same after removing each image's per-channel mean difference, so that a global brightness
+    offset between image and reconstruction costs nothing; "l1": absolute error averaged over channels; "ssim": 1 - SSIM map averaged over channels. ``smooth_sigma`` > 0
     blurs the map with a Gaussian of that many pixels (see ``gaussian_smooth``).
     """
     if kind not in ANOMALY_MAP_KINDS:
@@ -101,11 +102,20 @@ def anomaly_map(images: Tensor, recon: Tensor, kind: str = "l2", smooth_sigma: f
         )
     if kind == "l2":
         maps = (images - recon).pow(2).mean(dim=1)
+    elif kind == "l2_centered":
+        difference = images - recon
+        difference = difference - difference.mean(dim=(2, 3), keepdim=True)
+        maps = difference.pow(2).mean(dim=1)
     elif kind == "l1":
         maps = (images - recon).abs().mean(dim=1)
     else:
         maps = 1.0 - ssim_map(images, recon).mean(dim=1)
     return gaussian_smooth(maps, float(smooth_sigma))
+
+
+def eq1_score(images: Tensor, recon: Tensor) -> Tensor:
+    """The paper's eq. 1: mean squared error over pixels (and channels), one score per image."""
+    return image_score(anomaly_map(images, recon, kind="l2"), reduction="mean")
 
 
 def image_score(maps: Tensor, reduction: str = "mean", topk_fraction: float = 0.01) -> Tensor:

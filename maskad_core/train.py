@@ -175,7 +175,7 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.A
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": config.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr)
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2))
 
 
 def seed_everything(seed: int) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -123,9 +124,25 @@ def test_mask_aligned_with_image_after_resize(root):
         if item["label"] == 1:
             bright = item["image"].min(0).values > 0.5  # the square painted white
             mask = item["mask"][0] > 0
-            inter = (bright & mask).sum().item()
-            union = (bright | mask).sum().item()
-            assert inter / union > 0.85
+            # every defect pixel is kept, and the mask grows by at most the one pixel of partial
+            # coverage that area resizing marks defective
+            assert not (bright & ~mask).any()
+            grown = ndimage.binary_dilation(bright.numpy(), iterations=1)
+            assert not (mask.numpy() & ~grown).any()
+
+
+def test_a_defect_smaller_than_a_pixel_keeps_a_mask(tmp_path):
+    category = tmp_path / "c"
+    for folder in ("train/good", "test/dot", "ground_truth/dot"):
+        (category / folder).mkdir(parents=True)
+    Image.fromarray(np.full((256, 256, 3), 128, np.uint8)).save(category / "train/good/000.png")
+    Image.fromarray(np.full((256, 256, 3), 128, np.uint8)).save(category / "test/dot/000.png")
+    mask = np.zeros((256, 256), np.uint8)
+    mask[101, 77] = 255  # one pixel, an eighth of a pixel wide at 32 px
+    Image.fromarray(mask).save(category / "ground_truth/dot/000_mask.png")
+    item = MVTecAD(tmp_path, split="test", image_size=32)[0]
+    assert item["mask"].sum().item() == 1
+    assert item["mask"][0, 101 * 32 // 256, 77 * 32 // 256] == 1
 
 
 def test_unknown_category_lists_the_ones_found(root):

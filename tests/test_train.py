@@ -51,7 +51,7 @@ def test_multi_class_run_lowers_the_loss_and_writes_a_complete_record(data_root,
 
     scores = run.scores
     assert list(scores.columns) == ["path", "category", "defect_type", "label",
-                                    "score_mean", "score_max", "score_topk"]
+                                    "score_mean", "score_max", "score_topk", "score_eq1"]
     assert len(scores) == 12 and set(scores.label) == {0, 1}
     assert (scores.score_max >= scores.score_mean).all()
 
