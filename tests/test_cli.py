@@ -57,6 +57,17 @@ def test_train_evaluate_score_on_tiny_data(data_root, home, tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", str(run_path), "lr=0.1"]) == 2
     assert "lr would change the trained model" in _error_line(capsys)
+    assert main(["evaluate", str(run_path), "masking=random"]) == 2
+    assert "masking would change the trained model" in _error_line(capsys)
+
+    # test-time masking is an evaluation setting: a complementary model scored with random masks
+    assert main(["evaluate", str(run_path), "--quiet", "--out", str(tmp_path / "random"),
+                 "test_masking=random", "test_partitions=2"]) == 0
+    crossed = json.loads((tmp_path / "random" / "metrics.json").read_text())
+    assert crossed["evaluation"]["test_masking"] == "random"
+    assert crossed["evaluation"]["overrides"] == {"test_masking": "random", "test_partitions": 2}
+    assert not pd.read_csv(tmp_path / "random" / "scores.csv").score_eq1.equals(
+        pd.read_csv(run_path / runs.SCORES_FILE).score_eq1)
 
     out = tmp_path / "scored"
     single = data_root / "waves" / "test" / "square" / "000.png"

@@ -81,3 +81,18 @@ def test_make_masks_dispatches_and_rejects_unknown_modes():
     assert make_masks("random", 16, 0.5).shape == (1, 16)
     with pytest.raises(ValueError, match="complementary, random"):
         make_masks("checkerboard", 16, 0.5)
+
+
+def test_evaluation_masks_stack_independent_partitions_of_the_evaluation_masking():
+    from maskad_core.config import TrainConfig
+    from maskad_core.evaluate import image_masks
+
+    config = TrainConfig(test_partitions=3)
+    masks = image_masks(config, 16, [0, 1])
+    assert masks.shape == (2, 3 * 4, 16)
+    # each partition's visible parts cover every patch once: every patch masked 3 * (4 - 1) times
+    assert (masks.sum(dim=1) == 9).all()
+    assert not torch.equal(masks[0, :4], masks[0, 4:8])  # the draws differ
+    assert torch.equal(masks, image_masks(config, 16, [0, 1]))  # and are seeded by image index
+    crossed = image_masks(TrainConfig(test_masking="random"), 16, [0])
+    assert crossed.shape == (1, 1, 16) and crossed.sum() == 12

@@ -183,3 +183,29 @@ def test_metrics_on_a_realistic_test_set_without_warnings():
         value = aupro(masks, maps)
         pixel = pixel_auroc(masks, maps)
     assert 0.0 < value < 1.0 and 0.5 < pixel < 1.0
+
+
+def test_auroc_interval_brackets_the_auroc_and_narrows_with_more_images():
+    from maskad_core.metrics import auroc_interval
+
+    rng = np.random.default_rng(0)
+    widths = []
+    for n in (20, 200):
+        labels = np.r_[np.zeros(n), np.ones(n)].astype(int)
+        scores = rng.normal(size=2 * n) + labels
+        low, high = auroc_interval(labels, scores)
+        assert low <= image_auroc(labels, scores) <= high
+        widths.append(high - low)
+    assert widths[1] < widths[0] / 2
+    assert auroc_interval(labels, scores) == auroc_interval(labels, scores)  # seeded
+
+
+def test_auroc_interval_of_a_perfect_score_is_a_point_and_one_class_is_undefined():
+    from maskad_core.metrics import UndefinedMetricWarning, auroc_interval
+
+    assert auroc_interval([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == (1.0, 1.0)
+    with pytest.warns(UndefinedMetricWarning):
+        low, high = auroc_interval([1, 1], [0.1, 0.2])
+    assert np.isnan(low) and np.isnan(high)
+    with pytest.raises(ValueError, match="level"):
+        auroc_interval([0, 1], [0.1, 0.2], level=1.5)

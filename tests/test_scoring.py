@@ -129,3 +129,35 @@ def test_bad_kind_reduction_and_shapes():
         image_score(images, "mean")
     with pytest.raises(ValueError, match="at least 3x3"):
         anomaly_map(images[:, :, :2], recon[:, :, :2], kind="ssim")
+
+
+@settings(max_examples=25, deadline=None)
+@given(offset=st.floats(-0.4, 0.4), channel_offsets=st.lists(st.floats(-0.3, 0.3), min_size=3,
+                                                                max_size=3), seed=st.integers(0, 99))
+def test_centered_map_ignores_a_global_intensity_offset(offset, channel_offsets, seed):
+    images, recon = _pair(seed=seed)
+    shift = offset + torch.tensor(channel_offsets, dtype=images.dtype).view(1, 3, 1, 1)
+    plain = anomaly_map(images, recon, kind="l2_centered")
+    shifted = anomaly_map(images + shift, recon, kind="l2_centered")
+    torch.testing.assert_close(shifted, plain, atol=1e-10, rtol=0)
+    # the plain squared error does change (it is what eq. 1 measures)
+    if abs(offset) > 0.05:
+        assert not torch.allclose(anomaly_map(images + shift, recon, kind="l2"),
+                                  anomaly_map(images, recon, kind="l2"))
+
+
+def test_centered_map_still_sees_a_local_defect():
+    images, recon = _pair(seed=3)
+    recon = images.clone()
+    recon[:, :, 4:8, 4:8] += 0.5
+    maps = anomaly_map(images, recon, kind="l2_centered")
+    inside, outside = maps[:, 4:8, 4:8].mean(), maps.clone()
+    outside[:, 4:8, 4:8] = 0
+    assert inside > 10 * outside.max()
+
+
+def test_eq1_score_is_the_mean_squared_error():
+    from maskad_core.scoring import eq1_score
+
+    images, recon = _pair()
+    torch.testing.assert_close(eq1_score(images, recon), ((images - recon) ** 2).mean(dim=(1, 2, 3)))
