@@ -1,0 +1,180 @@
+"""The recipe search: train configuration variants, score each with a grid of scoring choices.
+
+Each training variant is a set of ``TrainConfig`` overrides on a base configuration; each trained
+model is then scored with every combination of test masking, number of averaged partitions, map
+kind, smoothing and reduction (reconstructions are computed once per masking and partition count).
+One JSON line per (training variant, scoring variant) is appended to the output file, with the
+machine, its load, the training time and the settings, so the recipe log (``recipe_log.yaml``) can
+cite measured numbers.
+
+    python -m bench.recipe --study gen-val --data synthetic-seed1 --variants betas,lr
+    python -m bench.recipe --list
+
+The tuning data is the generated set drawn with seed 1 (``synthetic-seed1``): the same generator as
+the reported set (seed 0) but other images, so choices are not made on a reported test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from maskad_core import metrics, scoring
+from maskad_core.config import TrainConfig
+from maskad_core.evaluate import image_masks
+from maskad_core.train import dataset_samples, open_dataset, train
+
+RESULTS = Path(__file__).parent / "results" / "recipe"
+
+# The starting point of the search: the cpu profile of the first round (64 px, 96/64 wide, E2D4).
+BASE = dict(image_size=64, patch_size=8, embed_dim=96, depth=2, num_heads=3, decoder_embed_dim=64,
+            decoder_depth=4, decoder_num_heads=4, epochs=40, batch_size=16, lr=1e-3,
+            warmup_epochs=4, max_train_images_per_category=40, lpips="off", adam_beta2=0.999,
+            augment=["crop", "rotate", "flip"])
+
+# Named groups of training variants (overrides of BASE, applied in order within a chain).
+VARIANTS: dict[str, dict[str, dict]] = {
+    "start": {"first-round": {}},
+    "betas": {"beta2-0.95": {"adam_beta2": 0.95}},
+    "augment": {"aug-flip": {"adam_beta2": 0.95, "augment": ["flip"]},
+                "aug-none": {"adam_beta2": 0.95, "augment": []}},
+    "lr": {"lr-2e-3": {"adam_beta2": 0.95, "lr": 2e-3},
+           "lr-5e-4": {"adam_beta2": 0.95, "lr": 5e-4}},
+    "width": {"wide-192": {"adam_beta2": 0.95, "embed_dim": 192, "num_heads": 6,
+                           "decoder_embed_dim": 128}},
+    "loss": {"l1-only": {"adam_beta2": 0.95, "ssim_weight": 0.0},
+             "ssim-only": {"adam_beta2": 0.95, "l1_weight": 0.0}},
+    "batch": {"batch-8": {"adam_beta2": 0.95, "batch_size": 8}},
+    "epochs": {"epochs-80": {"adam_beta2": 0.95, "epochs": 80}},
+    "wd": {"wd-0": {"adam_beta2": 0.95, "weight_decay": 0.0}},
+}
+
+SCORING_GRID = dict(partitions=(1, 4), kinds=("l2", "l2_centered", "l1", "ssim"),
+                    sigmas=(0.0, 2.0, 4.0), reductions=("mean", "max"))
+
+
+def resolve_data(name: str) -> str:
+    """``synthetic-seedN`` (the generated set drawn with seed N, generated if needed) or a folder."""
+    if name.startswith("synthetic-seed"):
+        from maskad_core.synthetic import default_data_root
+
+        return str(default_data_root(seed=int(name.removeprefix("synthetic-seed"))))
+    return str(Path(name).expanduser().resolve())
+
+
+@torch.no_grad()
+def reconstruct_test_set(model, config: TrainConfig, masking: str, partitions: int):
+    """(images, reconstructions, labels, categories, masks, has_mask) of the whole test split."""
+    test_set, _ = open_dataset(config, "test")
+    scoring_config = TrainConfig(**{**config.to_dict(), "test_masking": masking,
+                                    "test_partitions": partitions})
+    model.eval()
+    images, recons, masks, has_mask = [], [], [], []
+    for start in range(0, len(test_set), 32):
+        items = [test_set[i] for i in range(start, min(start + 32, len(test_set)))]
+        batch = torch.stack([item["image"] for item in items])
+        view_masks = image_masks(scoring_config, model.num_patches, range(start, start + len(items)))
+        recons.append(model.reconstruct(batch, view_masks).clamp(0, 1))
+        images.append(batch)
+        masks.append(torch.stack([item["mask"][0] for item in items]))
+        has_mask.extend(bool(item["has_mask"]) for item in items)
+    samples = dataset_samples(test_set)
+    return (torch.cat(images), torch.cat(recons), np.array([s.label for s in samples]),
+            np.array([s.category for s in samples]), torch.cat(masks), np.array(has_mask))
+
+
+def score_grid(model, config: TrainConfig, maskings, grid=SCORING_GRID):
+    """One dict per scoring variant: per-category image AUROC, their mean, mean pixel AUROC."""
+    rows = []
+    for masking, partitions in itertools.product(maskings, grid["partitions"]):
+        images, recons, labels, categories, masks, has_mask = reconstruct_test_set(
+            model, config, masking, partitions)
+        for kind in grid["kinds"]:
+            raw = scoring.anomaly_map(images, recons, kind=kind)
+            for sigma in grid["sigmas"]:
+                maps = scoring.gaussian_smooth(raw, sigma)
+                pixel = {}
+                for category in np.unique(categories):
+                    keep = (categories == category) & has_mask
+                    if keep.any() and masks[torch.from_numpy(keep)].any():
+                        pixel[category] = metrics.pixel_auroc(masks[torch.from_numpy(keep)],
+                                                              maps[torch.from_numpy(keep)])
+                for reduction in grid["reductions"]:
+                    scores = scoring.image_score(maps, reduction).numpy()
+                    per_category = {c: metrics.image_auroc(labels[categories == c],
+                                                           scores[categories == c])
+                                    for c in np.unique(categories)}
+                    rows.append({"test_masking": masking, "test_partitions": partitions,
+                                 "anomaly_map": kind, "smooth_sigma": sigma,
+                                 "reduction": reduction, "per_category": per_category,
+                                 "image_auroc": float(np.mean(list(per_category.values()))),
+                                 "pixel_auroc": float(np.mean(list(pixel.values())))
+                                 if pixel else float("nan")})
+    return rows
+
+
+def machine() -> dict:
+    from bench.machine import machine_info
+
+    return {**machine_info(torch.device("cpu")), "load_1min": os.getloadavg()[0]}
+
+
+def run_variant(study: str, data: str, name: str, overrides: dict, base: dict, maskings,
+                out: Path, quiet: bool = True) -> None:
+    config = TrainConfig(**{**base, **overrides, "data_root": resolve_data(data)}).validate()
+    load_before = os.getloadavg()[0]
+    started = time.perf_counter()
+    run = train(config, quiet=quiet)
+    model = run.load_model("cpu")
+    trained = run.metrics["training"]
+    grid = score_grid(model, config, maskings or (config.masking,))
+    record = {"study": study, "data": data, "variant": name, "overrides": overrides,
+              "config": config.to_dict(), "run": run.id, "train_seconds": trained["wall_time_s"],
+              "final_loss": trained["final_loss"], "wall_seconds": time.perf_counter() - started,
+              "load_1min_before": load_before, "machine": machine(),
+              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("a") as handle:
+        for row in grid:
+            handle.write(json.dumps({**record, **row}) + "\n")
+    best = max(grid, key=lambda r: r["image_auroc"])
+    eq1 = next(r for r in grid if r["anomaly_map"] == "l2" and r["smooth_sigma"] == 0
+               and r["reduction"] == "mean" and r["test_partitions"] == 1)
+    print(f"{name}: train {trained['wall_time_s']:.0f}s loss {trained['final_loss']:.4f}  "
+          f"eq1 {eq1['image_auroc']:.3f}  best {best['image_auroc']:.3f} "
+          f"({best['anomaly_map']}, sigma {best['smooth_sigma']}, {best['reduction']}, "
+          f"P={best['test_partitions']}, {best['test_masking']})", flush=True)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--study", default="gen-val", help="name of the output file (JSON lines)")
+    parser.add_argument("--data", default="synthetic-seed1")
+    parser.add_argument("--variants", default="start,betas", help="comma-separated groups")
+    parser.add_argument("--base", default="{}", help="JSON overrides of BASE for every variant")
+    parser.add_argument("--maskings", default="", help="test maskings (default: the training one)")
+    parser.add_argument("--list", action="store_true")
+    args = parser.parse_args(argv)
+    if args.list:
+        for group, variants in VARIANTS.items():
+            print(group, json.dumps(variants))
+        return 0
+    base = {**BASE, **json.loads(args.base)}
+    maskings = tuple(m for m in args.maskings.split(",") if m)
+    out = RESULTS / f"{args.study}.jsonl"
+    for group in args.variants.split(","):
+        for name, overrides in VARIANTS[group].items():
+            run_variant(args.study, args.data, name, overrides, base, maskings, out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
