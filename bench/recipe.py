@@ -161,8 +161,11 @@ def main(argv=None) -> int:
     parser.add_argument("--variants", default="start,betas", help="comma-separated groups")
     parser.add_argument("--base", default="{}", help="JSON overrides of BASE for every variant")
     parser.add_argument("--maskings", default="", help="test maskings (default: the training one)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: two searches side by side on a shared 2-core machine)")
     parser.add_argument("--list", action="store_true")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     if args.list:
         for group, variants in VARIANTS.items():
             print(group, json.dumps(variants))

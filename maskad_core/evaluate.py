@@ -244,10 +244,12 @@ EVAL_FIELDS = ("anomaly_map", "smooth_sigma", "score_reduction", "topk_fraction"
 
 
 def evaluate_run(run, data_root: str | Path | None = None, *, device=None, quiet: bool = True,
-                 overrides: dict | list[str] | None = None) -> tuple[dict, pd.DataFrame]:
+                 overrides: dict | list[str] | None = None,
+                 epoch: int | None = None) -> tuple[dict, pd.DataFrame]:
     """Evaluate a run (a Run, run folder or run id prefix) on ``data_root`` (default: the data it
     was trained on). ``overrides`` may change the evaluation settings (EVAL_FIELDS, e.g.
-    ``{"anomaly_map": "ssim", "smooth_sigma": 4}``) without retraining.
+    ``{"anomaly_map": "ssim", "smooth_sigma": 4}``) without retraining; ``epoch`` scores the
+    weights kept after that epoch (one of ``run.snapshots()``) instead of the final ones.
     Returns (metrics dict with the evaluation keys of metrics.json, scores DataFrame)."""
     from maskad_core.runs import Run, load_run
 
@@ -262,9 +264,10 @@ def evaluate_run(run, data_root: str | Path | None = None, *, device=None, quiet
                              f"can only change {', '.join(EVAL_FIELDS)}")
         config = config.with_overrides(overrides).validate()
     device = torch.device(device) if device is not None else select_device(config.device)
-    model = run.load_model(device)
+    model = run.load_model(device, epoch=epoch)
     evaluation, scores = evaluate_model(model, config, data_root, device=device, quiet=quiet)
     evaluation["run"] = run.id
+    evaluation["epoch"] = epoch if epoch is not None else config.epochs
     evaluation["evaluation"]["overrides"] = {k: getattr(config, k) for k in EVAL_FIELDS
                                              if getattr(config, k) != getattr(run.config, k)}
     return evaluation, scores

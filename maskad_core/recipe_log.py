@@ -1,0 +1,96 @@
+"""The recipe log: how each default of the training and scoring recipe was chosen.
+
+``recipe_log.yaml`` (beside this file) lists the decisions: the setting, the value chosen, the
+alternatives that were measured, the data they were measured on, and why. It holds no numbers:
+each decision names the measurements it rests on (a study file of ``bench.recipe`` and the variants
+or scoring rows to compare), and :func:`decision_table` reads the numbers from those files, so
+every number the book shows about the recipe comes from a measurement.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+MEASUREMENTS_DIR = Path(__file__).resolve().parent.parent / "bench" / "results" / "recipe"
+
+# The scoring row a training comparison reads, unless a decision names another.
+DEFAULT_SCORING = {"test_partitions": 1, "anomaly_map": "l2", "smooth_sigma": 0.0,
+                   "reduction": "mean"}
+
+
+def load_log() -> dict:
+    """The parsed recipe_log.yaml: {"tuning_data": ..., "decisions": [...]}."""
+    return yaml.safe_load(resources.files("maskad_core").joinpath("recipe_log.yaml").read_text())
+
+
+def chosen_defaults(log: dict | None = None) -> dict:
+    """{setting: chosen value} for every decision of the log (what TrainConfig's defaults must be)."""
+    log = log or load_log()
+    return {d["setting"]: d["chosen"] for d in log["decisions"] if d.get("default", True)}
+
+
+def load_measurements(study: str, directory: str | Path | None = None) -> pd.DataFrame:
+    """One row per (training variant, scoring variant) of a ``bench.recipe`` study file."""
+    path = Path(directory or MEASUREMENTS_DIR) / f"{study}.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"no recipe measurements {path}; run python -m bench.recipe "
+                                f"--study {study}")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return pd.DataFrame(rows)
+
+
+def _select(frame: pd.DataFrame, where: dict) -> pd.DataFrame:
+    keep = pd.Series(True, index=frame.index)
+    for key, value in where.items():
+        keep &= frame[key] == value
+    return frame[keep]
+
+
+def decision_rows(decision: dict, frame: pd.DataFrame) -> list[dict]:
+    """The measured alternatives of one decision: [{option, image_auroc, pixel_auroc, ...}].
+
+    A training decision compares ``variants`` under one scoring (``scoring``, default eq. 1);
+    a scoring decision compares scoring rows (``options``: a list of scoring dicts) of one
+    ``variant``. The last row measured for each option wins (a study file only grows).
+    """
+    rows = []
+    if "variants" in decision:
+        scoring = {**DEFAULT_SCORING, **decision.get("scoring", {})}
+        for label, variant in decision["variants"].items():
+            found = _select(frame, {"variant": variant, **scoring})
+            rows.append(_row(label, found))
+    else:
+        for label, scoring in decision["options"].items():
+            found = _select(frame, {"variant": decision["variant"], **scoring})
+            rows.append(_row(label, found))
+    return rows
+
+
+def _row(label: str, found: pd.DataFrame) -> dict:
+    if found.empty:
+        return {"option": label, "image_auroc": float("nan"), "pixel_auroc": float("nan"),
+                "train_seconds": float("nan"), "measured": False}
+    last = found.iloc[-1]
+    return {"option": label, "image_auroc": float(last["image_auroc"]),
+            "pixel_auroc": float(last["pixel_auroc"]), "train_seconds": float(last["train_seconds"]),
+            "measured": True}
+
+
+def decision_table(log: dict | None = None, directory: str | Path | None = None) -> pd.DataFrame:
+    """Every decision with every measured alternative: one row per (decision, option)."""
+    log = log or load_log()
+    frames: dict[str, pd.DataFrame] = {}
+    out = []
+    for decision in log["decisions"]:
+        study = decision["study"]
+        if study not in frames:
+            frames[study] = load_measurements(study, directory)
+        for row in decision_rows(decision, frames[study]):
+            out.append({"setting": decision["setting"], "chosen": str(decision["chosen"]),
+                        "data": study, **row, "is_chosen": row["option"] == decision["chosen_option"]})
+    return pd.DataFrame(out)
