@@ -188,3 +188,18 @@ def test_maskad_baseline_bad_arguments_give_one_line(argv, message, data_root, h
     assert main(["baseline", "--data", str(data_root), *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("maskad: error: ") and message in err
+
+
+def test_bench_floor_writes_its_tables(data_root, home, tmp_path):
+    from bench.floor import main as floor_main
+
+    out = tmp_path / "results"
+    assert floor_main(["--mvtec", str(data_root), "--mvtec-categories", "stripes",
+                       "--mvtec-sizes", "32", "--generated", str(data_root), "--generated-size",
+                       "32", "--generated-train", "4", "--out", str(out)]) == 0
+    report = json.loads((out / "floor.json").read_text())
+    assert [(r["data"], r["method"]) for r in report["results"]] == [
+        ("MVTec AD", "gaussian"), ("MVTec AD", "nn"), ("generated", "gaussian"), ("generated", "nn")]
+    text = (out / "floor.md").read_text()
+    assert "python -m bench.floor --mvtec" in text and "| MVTec AD | nn | 32 | 8 | stripes |" in text
+    assert "| generated | gaussian | 32 | 4 | mean of 2 |" in text and "load average" in text
