@@ -1,4 +1,4 @@
-"""The ``maskad`` command line: train, evaluate, score, data synth.
+"""The ``maskad`` command line: train, evaluate, score, baseline, data synth.
 
 Each subcommand is one ``register_<name>(subparsers)`` function that adds its parser and sets
 ``func``; to add a command (``maskad study``, ``maskad bench``) write such a function in your module
@@ -216,6 +216,71 @@ def cmd_score(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ baseline
+def register_baseline(subparsers) -> None:
+    from maskad_core import baselines
+
+    defaults = field_defaults()
+    parser = subparsers.add_parser(
+        "baseline", help="training-free detectors (per-pixel Gaussian, nearest neighbour): the floor",
+        description=_wrap("Fit a training-free detector per category on the normal training images "
+                    "(the MAE's selection, size and loader) and print the same per-category table "
+                    "as 'maskad evaluate'. The headline is image_auroc_max: the max of the map "
+                    "smoothed with --smooth-sigma."),
+        formatter_class=_Formatter)
+    parser.add_argument("--data", metavar="ROOT", default=None,
+                        help="MVTec AD-layout data folder; None: the embedded synthetic set")
+    parser.add_argument("--categories", default=None,
+                        help="comma-separated categories; None: every category found")
+    parser.add_argument("--method", choices=baselines.METHODS, default="gaussian",
+                        help="gaussian: per-pixel mean and std, squared z; nn: per-pixel nearest "
+                             "normal training image, squared error")
+    parser.add_argument("--image-size", type=int, default=defaults["image_size"],
+                        help="image side in pixels")
+    parser.add_argument("--max-train", type=int, default=None,
+                        help="training images per category; None: all")
+    parser.add_argument("--max-test", type=int, default=None,
+                        help="test images per category; None: all")
+    parser.add_argument("--smooth-sigma", type=float, default=baselines.DEFAULT_SMOOTH_SIGMA,
+                        help="Gaussian smoothing of the maps, in pixels")
+    parser.add_argument("--max-chunk-mib", type=float,
+                        default=baselines.DEFAULT_MAX_CHUNK_BYTES / 2**20,
+                        help="nn: memory bound of one chunk of test-minus-training differences")
+    parser.add_argument("--json", metavar="PATH", default=None,
+                        help="also write the evaluation (per category, mean, seconds) as JSON")
+    parser.set_defaults(func=cmd_baseline)
+
+
+def cmd_baseline(args) -> int:
+    from maskad_core import runs
+    from maskad_core.baselines import evaluate_baseline
+    from maskad_core.evaluate import format_table, metrics_table
+
+    if args.data is not None and not Path(args.data).expanduser().is_dir():
+        raise FileNotFoundError(f"data folder {args.data} does not exist")
+    for flag, value in (("--max-train", args.max_train), ("--max-test", args.max_test)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be >= 1 (leave it out for all images), got {value}")
+    if not args.max_chunk_mib > 0:
+        raise ValueError(f"--max-chunk-mib must be > 0, got {args.max_chunk_mib}")
+    categories = None
+    if args.categories is not None:
+        categories = [c.strip() for c in args.categories.split(",") if c.strip()]
+    evaluation, _ = evaluate_baseline(
+        args.method, args.data, categories, args.image_size, args.max_train, args.max_test,
+        smooth_sigma=args.smooth_sigma, max_chunk_bytes=max(1, int(args.max_chunk_mib * 2**20)))
+    settings = evaluation["evaluation"]
+    print(format_table(metrics_table(evaluation)))
+    print(f"{args.method} (training-free), {args.image_size} px, smoothing sigma {args.smooth_sigma:g}; "
+          f"headline {settings['headline']}; load {settings['load_s']:.1f} s, "
+          f"fit {settings['fit_s']:.1f} s, score {settings['score_s']:.1f} s")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        runs.write_json(Path(args.json), evaluation)
+        print(f"written: {args.json}")
+    return 0
+
+
 # ------------------------------------------------------------------ data
 def register_data(subparsers) -> None:
     from maskad_core import synthetic
@@ -262,8 +327,8 @@ def register_bench(subparsers) -> None:
     register(subparsers)
 
 
-SUBCOMMANDS = [register_train, register_evaluate, register_score, register_data, register_study,
-               register_bench]
+SUBCOMMANDS = [register_train, register_evaluate, register_score, register_baseline, register_data,
+               register_study, register_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -147,7 +147,8 @@ def _subparsers(parser):
     return next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
 
 
-@pytest.mark.parametrize("command", [["train"], ["evaluate"], ["score"], ["data"], ["data", "synth"]])
+@pytest.mark.parametrize("command", [["train"], ["evaluate"], ["score"], ["baseline"], ["data"],
+                                     ["data", "synth"]])
 def test_help_lists_every_option_with_its_default(command, capsys):
     text = _help(command, capsys)
     parser = build_parser()
