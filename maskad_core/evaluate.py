@@ -174,12 +174,13 @@ def category_metrics(rows: pd.DataFrame, maps: torch.Tensor | None, masks: torch
     result: dict = {"n_test": int(len(rows)), "n_good": int((rows.label == 0).sum()),
                     "n_defective": int((rows.label == 1).sum())}
     notes = []
-    for name in dict.fromkeys((headline, "eq1")):
+    scored = [name for name in SCORE_NAMES if f"score_{name}" in rows]  # detectors without a
+    for name in dict.fromkeys(n for n in (headline, "eq1") if n in scored):  # reconstruction: no eq1
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", metric_fns.UndefinedMetricWarning)  # noted below
             low, high = metric_fns.auroc_interval(rows.label.to_numpy(), rows[f"score_{name}"].to_numpy())
         result[f"image_auroc_{name}_ci"] = [low, high]
-    for reduction in SCORE_NAMES:
+    for reduction in scored:
         value, note = _metric(metric_fns.image_auroc, rows.label.to_numpy(),
                               rows[f"score_{reduction}"].to_numpy())
         result[f"image_auroc_{reduction}"] = value
@@ -204,6 +205,8 @@ def mean_row(per_category: dict[str, dict]) -> dict:
     for kind, names in (("image", IMAGE_METRICS), ("pixel", PIXEL_METRICS)):
         left_out = set()
         for name in names:
+            if not all(name in r for r in per_category.values()):
+                continue
             values = [r[name] for r in per_category.values()]
             finite = [v for v in values if not math.isnan(v)]
             left_out |= {c for c, r in per_category.items() if math.isnan(r[name])}
