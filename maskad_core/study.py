@@ -1,19 +1,19 @@
 """The study: named parameter profiles, the six notebooks executed with papermill, the book built.
 
-``run_study("cpu")`` executes ``notebooks/*.ipynb`` with the profile's parameters into
-``<root>/book/executed/`` (the book's source tree) and then runs
+The notebooks' sources are MyST Markdown (``notebooks/NAME.md``, jupytext's ``md:myst``), the files
+people edit. ``run_study("cpu")`` converts each to a notebook, executes it with papermill and the
+profile's parameters into ``<root>/book/executed/NAME.ipynb`` (the book's source tree) and then runs
 ``jupyter-book build <root> -W -n --keep-going``. Trained models are shared through
 :func:`maskad_core.train.train`, which re-uses a finished run with the same configuration, so a
 second invocation only re-executes the (cheap) notebook code and re-renders the book.
 
-The notebooks themselves call the small helpers at the end of this module (:func:`train_config`,
-:func:`provenance`, ...) so that every number they show carries its data, size, budget and hardware.
+The notebooks build their training configuration with :func:`train_config`; what they state beside
+their numbers comes from :mod:`maskad_core.report`.
 """
 
 from __future__ import annotations
 
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -47,6 +47,7 @@ EXECUTION_ORDER = (
 )
 #: What the book build needs besides the executed notebooks (owned by the book's authors).
 BOOK_SOURCES = ("_config.yml", "_toc.yml", "references.bib", "book", "bench/results")
+NOTEBOOK_SUFFIX = ".md"
 EXECUTED_SUBDIR = Path("book") / "executed"
 HTML_SUBDIR = Path("_build") / "html"
 #: The repository this package lives in: relative data roots in profiles are resolved against it.
@@ -80,6 +81,11 @@ def _profiles() -> dict:
 
 def profile_names() -> list[str]:
     return [name for name in _profiles() if not name.startswith("_")]
+
+
+def parameter_keys() -> set[str]:
+    """Every key a profile sets (the notebooks' parameters, ``profile`` aside)."""
+    return {key for name in profile_names() for key in _profiles()[name]["parameters"]}
 
 
 def profile_description(name: str) -> str:
@@ -133,15 +139,47 @@ def notebooks_dir(root: Path | None = None) -> Path:
     return Path(root or PACKAGE_ROOT) / "notebooks"
 
 
-def notebook_parameters(path: str | Path) -> dict[str, dict]:
-    """The parameters declared in a notebook's ``parameters`` cell: name -> {default, help, type}."""
-    import papermill
+def notebook_source(name: str, root: Path | None = None) -> Path:
+    """The editable source of a notebook: ``<root>/notebooks/<name>.md``."""
+    return notebooks_dir(root) / f"{name}{NOTEBOOK_SUFFIX}"
 
-    declared = papermill.inspect_notebook(str(path))
-    return {
-        name: {"default": spec["default"], "help": spec["help"], "type": spec["inferred_type_name"]}
-        for name, spec in declared.items()
-    }
+
+def read_notebook(path: str | Path):
+    """A notebook source (MyST Markdown, or any format jupytext reads) as an nbformat notebook.
+
+    The jupytext metadata is dropped: the executed copy is a plain notebook, not paired with a text file.
+    """
+    import jupytext
+
+    notebook = jupytext.read(str(path))
+    notebook.metadata.pop("jupytext", None)
+    return notebook
+
+
+def notebook_parameters(path: str | Path) -> dict[str, dict]:
+    """The parameters declared in a notebook's ``parameters`` cell: name -> {default, help, type}.
+
+    Read as papermill reads them (its Python translator), from the source papermill will execute.
+    """
+    from papermill.translators import PythonTranslator
+
+    cells = [c for c in read_notebook(path).cells if "parameters" in c.metadata.get("tags", [])]
+    if len(cells) != 1:
+        raise StudyError(f"{path}: {len(cells)} cells are tagged 'parameters'; papermill needs one")
+    return {p.name: {"default": p.default, "help": p.help, "type": p.inferred_type_name}
+            for p in PythonTranslator.inspect(cells[0])}
+
+
+def notebook_help(name: str, root: Path | None = None) -> str:
+    """Every parameter of a notebook with its default and comment (``maskad study --help-notebook``)."""
+    source = Path(name) if Path(name).suffix else notebook_source(name, root)
+    if not source.is_file():
+        raise StudyError(f"no notebook {name!r}: {source} does not exist; notebooks: {', '.join(NOTEBOOKS)}")
+    lines = [f"Parameters of {source.stem} ({source}):"]
+    for key, spec in notebook_parameters(source).items():
+        lines.append(f"  {key} = {spec['default']}")
+        lines.append(f"      {spec['help']}")
+    return "\n".join(lines)
 
 
 def stage_book_sources(dest: str | Path, source_root: str | Path | None = None) -> Path:
@@ -174,7 +212,7 @@ def execute_notebook(
     source: Path, output: Path, params: Mapping, *, kernel_name: str = "python3",
     log_output: bool = False,
 ) -> Path:
-    """Execute one notebook with the parameters it declares; StudyError names the failing cell."""
+    """Execute one notebook source with the parameters it declares; StudyError names the failing cell."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -186,7 +224,7 @@ def execute_notebook(
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env_before]))
     try:
         papermill.execute_notebook(
-            str(source), str(output), parameters=passed, kernel_name=kernel_name,
+            read_notebook(source), str(output), parameters=passed, kernel_name=kernel_name,
             progress_bar=False, log_output=log_output, cwd=str(source.parent),
         )
     except PapermillExecutionError as error:
@@ -253,7 +291,7 @@ def run_study(
         raise ValueError(f"unknown notebook {unknown[0]!r}; notebooks: {', '.join(NOTEBOOKS)}")
     result = StudyResult(root=root, executed_dir=executed_dir, html_dir=None)
     for name in selected:
-        source = notebooks_dir(root) / f"{name}.ipynb"
+        source = notebook_source(name, root)
         if not source.is_file():
             raise StudyError(f"notebook {name}: {source} does not exist", notebook=name)
         log(f"[{profile}] executing {name} ...")
@@ -280,9 +318,10 @@ def _check_required(profile: str, params: Mapping) -> None:
         )
 
 
-# --------------------------------------------------------------------------- notebook helpers
-def resolve_data_root(data_root: str | Path | None) -> str | None:
-    """None stays None (the synthetic set); a relative path is taken from the repository root."""
+# --------------------------------------------------------------------------- the notebooks' configuration
+def profile_data_root(data_root: str | Path | None) -> str | None:
+    """A profile's data_root as a path: None stays None (the synthetic set); a relative path is
+    taken from the repository root, so profiles can name ``../shared/data/mvtec_ad``."""
     if data_root in (None, ""):
         return None
     path = Path(data_root).expanduser()
@@ -292,116 +331,18 @@ def resolve_data_root(data_root: str | Path | None) -> str | None:
 
 
 def train_config(params: Mapping, **changes):
-    """A validated TrainConfig from a notebook's parameters (keys that are not settings are ignored)."""
+    """A validated TrainConfig from a notebook's parameters, with ``changes`` applied.
+
+    Only profile keys that are TrainConfig fields are read, so a notebook may pass its ``globals()``:
+    an imported module named like a setting (``masking``) is not a parameter.
+    """
     from maskad_core.config import FIELD_NAMES, TrainConfig
 
-    values = {key: value for key, value in params.items() if key in FIELD_NAMES}
+    keys = set(FIELD_NAMES) & parameter_keys()
+    values = {key: value for key, value in params.items() if key in keys}
     values.update(changes)
-    values["data_root"] = resolve_data_root(values.get("data_root"))
+    values["data_root"] = profile_data_root(values.get("data_root"))
     return TrainConfig.from_dict(values).validate()
-
-
-def data_root_of(config) -> Path:
-    """The folder the config's images come from (the embedded synthetic set generated if needed)."""
-    from maskad_core.train import resolve_data_root as train_data_root
-
-    return Path(train_data_root(config)[0])
-
-
-def is_synthetic(config) -> bool:
-    """True when the config's images are generated (the embedded set, or a root the generator wrote)."""
-    if config.data_root is None:
-        return True
-    from maskad_core.synthetic import MARKER_NAME
-
-    return (Path(config.data_root) / MARKER_NAME).is_file()
-
-
-def is_mvtec(config) -> bool:
-    """True for real MVTec AD categories: not generated, and every category one of MVTec AD's 15."""
-    from maskad_core.paper import MVTEC_CATEGORIES
-
-    if is_synthetic(config):
-        return False
-    names = config.categories or _categories_under(config.data_root)
-    return bool(names) and all(name in MVTEC_CATEGORIES for name in names)
-
-
-def _categories_under(data_root) -> list[str]:
-    from maskad_core.data import available_categories
-
-    return available_categories(data_root)
-
-
-def data_description(config) -> str:
-    """The data set in one phrase, saying plainly whether it is synthetic or MVTec AD."""
-    root = data_root_of(config)
-    names = config.categories or _categories_under(root)
-    if config.data_root is None:
-        kind = "the embedded synthetic set (generated images, not MVTec AD)"
-    elif is_synthetic(config):
-        kind = f"a synthetic set at {root} (generated images, not MVTec AD)"
-    elif is_mvtec(config):
-        kind = f"MVTec AD at {root} ({len(names)} of its 15 categories, official test split)"
-    else:
-        kind = f"a data set in MVTec AD's layout at {root} (not MVTec AD)"
-    return f"{kind}; {len(names)} categories: {', '.join(names)}"
-
-
-def data_label(config) -> str:
-    """A short label for figure titles: "synthetic, not MVTec AD", "MVTec AD" or "user data"."""
-    if is_synthetic(config):
-        return "synthetic, not MVTec AD"
-    return "MVTec AD" if is_mvtec(config) else "user data, not MVTec AD"
-
-
-def model_description(config) -> str:
-    return (f"E{config.depth}D{config.decoder_depth}, encoder {config.embed_dim} wide "
-            f"({config.num_heads} heads), decoder {config.decoder_embed_dim} wide "
-            f"({config.decoder_num_heads} heads), {config.patch_size} px patches")
-
-
-def budget_description(config, *, masking: bool = True) -> str:
-    limit = config.max_train_images_per_category
-    images = "all training images" if limit is None else f"at most {limit} training images per category"
-    text = (f"{config.epochs} epochs, batch {config.batch_size}, AdamW lr {config.lr:g}, "
-            f"{images}, {config.image_size} px")
-    return text + (f", {config.masking} masking r = {config.mask_ratio:g}" if masking else "")
-
-
-def hardware_description(device: str | None = None) -> str:
-    """Device, processor name and thread count of this process (the one that trains and scores)."""
-    import torch
-
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if str(device).startswith("cuda") and torch.cuda.is_available():
-        return f"GPU {torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda}), torch {torch.__version__}"
-    return f"CPU {cpu_name()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return re.sub(r"\s+", " ", line.split(":", 1)[1]).strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def provenance(config, *, profile: str | None = None, device: str | None = None) -> str:
-    """One line: data (synthetic or MVTec AD), image size, budget, model, hardware, seed."""
-    parts = [
-        f"data: {data_description(config)}",
-        f"model: {model_description(config)}",
-        f"budget: {budget_description(config)}",
-        f"hardware: {hardware_description(device)}",
-        f"seed {config.seed}",
-    ]
-    if profile:
-        parts.append(f"profile {profile!r}")
-    return "; ".join(parts)
 
 
 # --------------------------------------------------------------------------- reading results back
@@ -448,7 +389,7 @@ def register_study(subparsers) -> None:
     lines = [f"  {name}: {' '.join(profile_description(name).split())}" for name in profile_names()]
     parser = subparsers.add_parser(
         "study", help="run the six notebooks with a profile's parameters, then build the book",
-        description="Execute notebooks/*.ipynb with papermill into book/executed/ and build the book "
+        description="Execute notebooks/*.md with papermill into book/executed/ and build the book "
                     "(jupyter-book build . -W -n --keep-going). Finished training runs are re-used, "
                     "so a second invocation only re-executes the notebooks and re-renders.",
         epilog="profiles (maskad_core/profiles.yaml):\n" + "\n".join(lines),
@@ -463,10 +404,19 @@ def register_study(subparsers) -> None:
     parser.add_argument("--root", default=None,
                         help=f"book root holding _config.yml and notebooks/ (default: {PACKAGE_ROOT})")
     parser.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
+    parser.add_argument("--help-notebook", metavar="NAME", default=None,
+                        help="list a notebook's parameters with their defaults and meaning, then exit")
     parser.set_defaults(func=cmd_study)
 
 
 def cmd_study(args) -> int:
+    if args.help_notebook:
+        try:
+            print(notebook_help(args.help_notebook, args.root))
+        except StudyError as error:
+            print(f"maskad: error: {error}", file=sys.stderr)
+            return 2
+        return 0
     notebooks = [n.strip() for n in args.notebooks.split(",") if n.strip()] if args.notebooks else None
     try:
         result = run_study(args.profile, root=args.root, build_book=not args.no_build,

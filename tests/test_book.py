@@ -339,14 +339,14 @@ def test_launch_buttons_open_the_source_notebooks(book_extension):
     buttons = [
         {"type": "group", "buttons": [
             {"url": "https://mybinder.org/v2/gh/o/r/main?urlpath=tree/book/executed/03_training.ipynb"},
-            {"url": "https://colab.research.google.com/github/o/r/blob/main/book/executed/03_training.ipynb"},
         ]},
         {"url": "../../_sources/book/executed/03_training.ipynb"},  # the download: stays in the build
     ]
     book_extension.redirect_launch_buttons(None, "book/executed/03_training", "page.html",
                                            {"header_buttons": buttons}, None)
     launch = [b["url"] for b in buttons[0]["buttons"]]
-    assert all(url.endswith("/notebooks/03_training.ipynb") for url in launch), launch
+    assert launch == ["https://mybinder.org/v2/gh/o/r/main?urlpath=tree/notebooks/03_training.md"]
+    assert (REPO / "notebooks" / "03_training.md").is_file()
     assert buttons[1]["url"] == "../../_sources/book/executed/03_training.ipynb"
 
 

@@ -215,8 +215,7 @@ def test_mvtec_profile_puts_real_categories_beside_the_papers_rows(tmp_path, mon
     root = tmp_path / "root"
     (root / "notebooks").mkdir(parents=True)
     for name in ("01_mae_baseline_failure", "04_table1"):
-        (root / "notebooks" / f"{name}.ipynb").write_bytes(
-            (study.notebooks_dir() / f"{name}.ipynb").read_bytes())
+        study.notebook_source(name, root).write_bytes(study.notebook_source(name).read_bytes())
     result = study.run_study("mvtec", root=root, build_book=False, overrides=TINY, log=lambda m: None,
                              notebooks=["04_table1", "01_mae_baseline_failure"])
     table1 = result.executed_dir / "04_table1.ipynb"

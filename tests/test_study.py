@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import ast
-import json
+import shutil
 
-import nbformat
+import jupytext
 import pytest
 import torch
-from nbformat.v4 import new_code_cell, new_notebook
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from maskad_core import paper, study
 from maskad_core.config import FIELD_NAMES
@@ -20,7 +20,7 @@ NOTEBOOK_DIR = study.notebooks_dir()
 
 
 def declared(name: str) -> dict:
-    return study.notebook_parameters(NOTEBOOK_DIR / f"{name}.ipynb")
+    return study.notebook_parameters(study.notebook_source(name))
 
 
 def test_profiles_are_the_four_named_ones():
@@ -34,9 +34,9 @@ def test_every_profile_key_is_a_notebook_parameter_and_every_parameter_is_in_eve
     union = set().union(*parameters.values())
     for profile in study.profile_names():
         keys = set(study.load_profile(profile))
-        assert keys - union == set(), profile  # nothing a notebook would silently ignore
+        assert keys == union, profile  # nothing a notebook would silently ignore, nothing missing
         for name, params in parameters.items():
-            assert set(params) <= keys, (profile, name, set(params) - keys)
+            assert "profile" in params and set(params) <= keys, (profile, name, set(params) - keys)
 
 
 def test_every_parameter_has_a_comment_and_the_smoke_default():
@@ -47,27 +47,35 @@ def test_every_parameter_has_a_comment_and_the_smoke_default():
             assert ast.literal_eval(spec["default"]) == smoke[key], (name, key)
 
 
-def test_help_notebook_lists_every_parameter_with_its_comment():
-    from click.testing import CliRunner
-    from papermill.cli import papermill
+def test_help_notebook_lists_every_parameter_with_its_comment(capsys):
+    from maskad_core.cli import main
 
     for name in study.NOTEBOOKS:
-        result = CliRunner().invoke(papermill, ["--help-notebook", str(NOTEBOOK_DIR / f"{name}.ipynb")])
-        assert result.exit_code == 0
+        assert main(["study", "--help-notebook", name]) == 0
+        shown = capsys.readouterr().out
         for key, spec in declared(name).items():
-            assert key in result.output and spec["help"] in result.output, (name, key)
+            assert f"  {key} = {spec['default']}" in shown and spec["help"] in shown, (name, key)
+    assert main(["study", "--help-notebook", "07_extra"]) == 2
+    assert "no notebook '07_extra'" in capsys.readouterr().err
 
 
-def test_notebook_sources_are_committed_without_outputs():
+def test_notebook_sources_are_myst_markdown_with_one_title_and_one_parameters_cell():
+    assert sorted(p.name for p in NOTEBOOK_DIR.iterdir() if p.suffix in (".ipynb", ".py")) == [], \
+        "notebooks/ holds only the Markdown sources: no generator, no generated notebooks"
     for name in study.NOTEBOOKS:
-        notebook = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
+        text = study.notebook_source(name).read_text()
+        assert text.startswith("---\njupytext:") and "format_name: myst" in text, name
+        notebook = jupytext.reads(text, fmt="md:myst")
+        assert notebook.metadata["kernelspec"]["name"] == "python3", name
         code = [c for c in notebook.cells if c.cell_type == "code"]
-        assert all(not c.outputs and c.execution_count is None for c in code), name
         tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
-        assert len(tagged) == 1, name
+        assert len(tagged) == 1 and code[0] is tagged[0], name
         headings = [line for c in notebook.cells if c.cell_type == "markdown"
                     for line in c.source.splitlines() if line.startswith("# ")]
         assert len(headings) == 1, name  # one title per page of the book
+        setup = code[1]  # imports and configuration: short, hidden on the rendered page
+        assert "hide-input" in setup.metadata.get("tags", []) and len(setup.source.splitlines()) <= 20, name
+        assert all("sys.path" not in c.source for c in code), name  # the package is installed
 
 
 def test_paper_profile_is_the_papers_setting():
@@ -136,20 +144,20 @@ def test_profile_training_keys_are_valid_config_settings():
             assert getattr(config, key) == params[key] or key == "categories", (name, key)
 
 
-def _tiny_notebook(source: str) -> nbformat.NotebookNode:
+def _write_tiny_notebook(path, source: str) -> None:
     parameters = new_code_cell("profile = 'smoke'  # profile name")
     parameters.metadata["tags"] = ["parameters"]
-    notebook = new_notebook(cells=[parameters, new_code_cell(source)])
+    notebook = new_notebook(cells=[new_markdown_cell("# Tiny"), parameters, new_code_cell(source)])
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    return notebook
+    jupytext.write(notebook, path, fmt="md:myst")
 
 
 def test_a_failing_notebook_stops_the_study_naming_notebook_cell_and_error(tmp_path):
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
-    nbformat.write(_tiny_notebook("print('fine', profile)"), notebooks / "02_complementary_masking.ipynb")
-    nbformat.write(_tiny_notebook("ratio = 1 / 0"), notebooks / "03_training.ipynb")
-    nbformat.write(_tiny_notebook("print('never run')"), notebooks / "04_table1.ipynb")
+    _write_tiny_notebook(notebooks / "02_complementary_masking.md", "print('fine', profile)")
+    _write_tiny_notebook(notebooks / "03_training.md", "ratio = 1 / 0")
+    _write_tiny_notebook(notebooks / "04_table1.md", "print('never run')")
     with pytest.raises(study.StudyError) as caught:
         study.run_study("smoke", root=tmp_path, build_book=False, log=lambda m: None,
                         notebooks=["02_complementary_masking", "03_training", "04_table1"])
@@ -162,6 +170,33 @@ def test_a_failing_notebook_stops_the_study_naming_notebook_cell_and_error(tmp_p
     assert not (executed / "04_table1.ipynb").exists()  # later ones were not run
 
 
+def test_a_teachers_edit_of_a_notebook_source_is_what_the_study_executes(smoke_study, tmp_path,
+                                                                         monkeypatch):
+    """Change a sentence and a line of code in a notebook's Markdown source, run the study: the
+    executed notebook shows both (the smoke study's runs are re-used, so no training)."""
+    root = tmp_path / "root"
+    (root / "notebooks").mkdir(parents=True)
+    source = root / "notebooks" / "06_figure3_histograms.md"
+    shutil.copy(study.notebook_source("06_figure3_histograms"), source)
+    text = source.read_text()
+    sentence = "Bars: normal images (blue), anomalous images (orange)"
+    assert sentence in text and "fig_roc, axis = plt.subplots(figsize=(5, 4.5))" in text
+    text = text.replace(sentence, "Edited by a teacher: blue bars are normal images")
+    text = text.replace("fig_roc, axis = plt.subplots(figsize=(5, 4.5))",
+                        "fig_roc, axis = plt.subplots(figsize=(5, 4.5))\nprint('a teacher was here')")
+    source.write_text(text)
+    monkeypatch.setenv("MASKAD_HOME", str(smoke_study.maskad_home))
+    study.run_study("smoke", root=root, build_book=False, log=lambda m: None,
+                    notebooks=["06_figure3_histograms"])
+    executed = jupytext.read(root / "book" / "executed" / "06_figure3_histograms.ipynb")
+    markdown = "\n".join(c.source for c in executed.cells if c.cell_type == "markdown")
+    assert "Edited by a teacher: blue bars are normal images" in markdown
+    printed = [o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs]
+    assert any("a teacher was here" in text for text in printed)
+    assert executed.metadata["papermill"]["parameters"]["histogram_bins"] == study.load_profile("smoke")["histogram_bins"]
+    assert "jupytext" not in executed.metadata  # a plain executed notebook, not paired with a text file
+
+
 def test_stage_book_sources_copies_the_book_but_not_executed_notebooks(tmp_path):
     source = tmp_path / "repo"
     (source / "book" / "executed").mkdir(parents=True)
@@ -169,22 +204,12 @@ def test_stage_book_sources_copies_the_book_but_not_executed_notebooks(tmp_path)
     (source / "book" / "intro.md").write_text("# Intro\n")
     (source / "_config.yml").write_text("title: t\n")
     (source / "notebooks").mkdir()
-    (source / "notebooks" / "01_x.ipynb").write_text(json.dumps({"cells": []}))
+    (source / "notebooks" / "01_x.md").write_text("# X\n")
     dest = study.stage_book_sources(tmp_path / "staged", source)
     assert (dest / "book" / "intro.md").is_file() and (dest / "_config.yml").is_file()
-    assert (dest / "notebooks" / "01_x.ipynb").is_file()
+    assert (dest / "notebooks" / "01_x.md").is_file()
     assert not (dest / "book" / "executed").exists()
     assert not (dest / "_toc.yml").exists()  # absent sources are skipped, not invented
-
-
-def test_data_descriptions_never_call_synthetic_data_mvtec(tmp_path):
-    config = study.train_config(study.load_profile("smoke"))
-    assert study.is_synthetic(config) and not study.is_mvtec(config)
-    assert study.data_label(config) == "synthetic, not MVTec AD"
-    real = study.train_config(study.load_profile("mvtec"), categories=["bottle", "screw"])
-    assert not study.is_synthetic(real) and study.is_mvtec(real)
-    assert study.data_label(real) == "MVTec AD"
-    assert study.budget_description(real).startswith(f"{real.epochs} epochs")
 
 
 def test_smoke_study_builds_the_book(smoke_study):
@@ -204,7 +229,7 @@ def test_maskad_study_command_help_and_errors(capsys):
         main(["study", "--help"])
     assert exited.value.code == 0
     shown = capsys.readouterr().out
-    for option in ("--profile", "--no-build", "--parameter", "--notebooks"):
+    for option in ("--profile", "--no-build", "--parameter", "--notebooks", "--help-notebook"):
         assert option in shown
     for profile in study.profile_names():
         assert f"{profile}: " in shown

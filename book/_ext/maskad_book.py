@@ -12,8 +12,9 @@
    Every statement the prose makes about the paper's numbers (e.g. "the printed means round the row
    means", "the text's gain over MKD is the table's gain over DAGAN") is asserted here, so the build
    fails instead of the book stating something the data contradict.
-2. Launch buttons (Binder, Colab) of the executed notebooks point at the source notebooks in
-   ``notebooks/``: the executed copies under ``book/executed/`` are build products, not in the repository.
+2. The launch button (Binder) of an executed notebook opens its source, ``notebooks/NAME.md``
+   (jupytext, installed from environment.yml, opens it as a notebook): the executed copies under
+   ``book/executed/`` are build products, not in the repository.
 3. Images pasted across notebooks (``{glue}`` with ``:doc:``) are written to ``_images`` (myst-nb only
    references them).
 """
@@ -32,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 EXECUTED_PREFIX = "book/executed/"
 SOURCE_PREFIX = "notebooks/"
+SOURCE_SUFFIX = ".md"  # the notebooks' sources are MyST Markdown (maskad_core.study.NOTEBOOK_SUFFIX)
 
 
 def _fmt(value: float, digits: int = 3) -> str:
@@ -383,7 +385,7 @@ def _redirect_launch_urls(buttons: list[dict[str, Any]]) -> None:
         url = button.get("url")
         # Only the launch links (absolute URLs); the download link points into the build itself.
         if isinstance(url, str) and url.startswith("https://") and EXECUTED_PREFIX in url:
-            button["url"] = url.replace(EXECUTED_PREFIX, SOURCE_PREFIX)
+            button["url"] = url.replace(EXECUTED_PREFIX, SOURCE_PREFIX).replace(".ipynb", SOURCE_SUFFIX)
 
 
 def redirect_launch_buttons(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
