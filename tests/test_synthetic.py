@@ -23,6 +23,7 @@ from maskad_core.synthetic import (
     draw_pair,
     generate_synthetic,
     plot_overview,
+    writer,
 )
 
 SMALL = {"image_size": 32, "n_train": 2, "n_test_good": 1, "n_test_defective": 4}
@@ -50,7 +51,7 @@ def test_default_split_sizes():
     assert synthetic.DEFAULT_TEST_GOOD >= 20
     assert synthetic.DEFAULT_TEST_DEFECTIVE >= 30
     assert synthetic.DEFAULT_IMAGE_SIZE == 128
-    plan = list(synthetic._split_plan(SYNTHETIC_CATEGORIES, 60, 20, 30))
+    plan = list(writer._split_plan(SYNTHETIC_CATEGORIES, 60, 20, 30))
     for cat in SYNTHETIC_CATEGORIES:
         rows = [r for r in plan if r[0] == cat]
         assert sum(r[1] == "train" for r in rows) == 60
@@ -174,10 +175,10 @@ def test_bad_parameters_get_named(tmp_path):
 def tiny_defaults(monkeypatch, tmp_path):
     """default_data_root with a small default set, cached under a temporary MASKAD_HOME."""
     monkeypatch.setenv("MASKAD_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(synthetic, "SYNTHETIC_CATEGORIES", ("washer", "leather"))
-    monkeypatch.setattr(synthetic, "DEFAULT_TRAIN_GOOD", 1)
-    monkeypatch.setattr(synthetic, "DEFAULT_TEST_GOOD", 1)
-    monkeypatch.setattr(synthetic, "DEFAULT_TEST_DEFECTIVE", 4)
+    monkeypatch.setattr(writer, "SYNTHETIC_CATEGORIES", ("washer", "leather"))
+    monkeypatch.setattr(writer, "DEFAULT_TRAIN_GOOD", 1)
+    monkeypatch.setattr(writer, "DEFAULT_TEST_GOOD", 1)
+    monkeypatch.setattr(writer, "DEFAULT_TEST_DEFECTIVE", 4)
     return tmp_path / "home" / "data"
 
 
