@@ -99,17 +99,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_bench(subparsers) -> None:
-    """Add ``maskad bench`` (the same options) to the maskad command line."""
-    parser = subparsers.add_parser(
-        "bench", help="benchmark: training/scoring throughput, memory, FLOPs vs the matmul rate",
-        description="Measure training and scoring throughput, peak memory, batched views against a "
-                    "per-view loop, and FLOPs against the machine's matmul rate; writes "
-                    "bench/results/<tag>.json and .md.")
-    add_arguments(parser)
-    parser.set_defaults(func=run)
-
-
 def main(argv: list[str] | None = None) -> int:
     return run(build_parser().parse_args(argv))
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from maskad_core.report import cpu_name
+from maskad_core.runtime import cpu_name
 
 _PROC_STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")

@@ -29,7 +29,8 @@ import torch
 from maskad_core import metrics, scoring
 from maskad_core.config import TrainConfig
 from maskad_core.evaluate import image_masks
-from maskad_core.train import dataset_samples, open_dataset, train
+from maskad_core.splits import dataset_samples, open_dataset
+from maskad_core.train import train
 
 RESULTS = Path(__file__).parent / "results" / "recipe"
 

@@ -30,7 +30,7 @@ from torch import Tensor
 from maskad_core import scoring
 from maskad_core.data import MVTecAD
 from maskad_core.evaluate import category_metrics, mean_row
-from maskad_core.train import limit_per_category
+from maskad_core.splits import limit_per_category
 
 METHODS = ("gaussian", "nn")
 HEADLINE_METRIC = "image_auroc_max"

@@ -1,8 +1,10 @@
-"""The ``maskad`` command line: train, evaluate, score, baseline, data synth.
+"""The ``maskad`` command line: train, evaluate, score, baseline, data synth, study, bench.
 
 Each subcommand is one ``register_<name>(subparsers)`` function that adds its parser and sets
-``func``; to add a command (``maskad study``, ``maskad bench``) write such a function in your module
-and append it to ``SUBCOMMANDS`` below.  Errors a user can fix (bad argument, unknown category or
+``func``; to add a command write such a function in your module and append it to ``SUBCOMMANDS``
+below. ``maskad bench`` is the exception: the benchmark is a program beside the package
+(``python -m bench`` in the source tree), which the package never imports; :func:`main` hands it
+its arguments unparsed.  Errors a user can fix (bad argument, unknown category or
 key, missing run or data) print one line ``maskad: error: ...`` on stderr and exit with status 2.
 """
 
@@ -18,6 +20,8 @@ from pathlib import Path
 
 from maskad_core.config import TrainConfig, field_defaults
 from maskad_core.evaluate import EVAL_FIELDS
+from maskad_core.paths import SOURCE_ROOT
+from maskad_core.study import register_study
 
 EXIT_USAGE = 2
 
@@ -121,22 +125,21 @@ def launch_distributed(args, config: TrainConfig) -> int:
     import tempfile
 
     from maskad_core import runs
-    from maskad_core.train import check_data
+    from maskad_core.splits import check_data
 
     check_data(config)  # bad data: one clear error here, not one traceback per process
     folder = tempfile.mkdtemp(prefix="maskad-launch-")
     config_file = Path(folder) / "config.yaml"
     config.to_yaml(config_file)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={args.nproc}", "-m", "maskad_core.train",
+               f"--nproc_per_node={args.nproc}", "-m", "maskad_core", "train",
                "--config", str(config_file)]
     if args.restart:
         command.append("--restart")
     if args.quiet:
         command.append("--quiet")
     env = dict(os.environ)
-    package_parent = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SOURCE_ROOT), env.get("PYTHONPATH")) if p)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc)))
     try:
         result = subprocess.run(command, env=env)
@@ -311,22 +314,24 @@ def cmd_data_synth(args) -> int:
     return 0
 
 
-# ------------------------------------------------------------------ entry point
-from maskad_core.study import register_study  # noqa: E402  (the study's own subcommand)
-
-
+# ------------------------------------------------------------------ bench
 def register_bench(subparsers) -> None:
-    """``maskad bench``: the benchmark in the source tree's bench/ folder (``python -m bench``)."""
-    root = Path(__file__).resolve().parents[1]
-    if not (root / "bench" / "__main__.py").is_file():
-        return  # an installed wheel has no bench/ folder, so no benchmark command
-    if str(root) not in sys.path:
-        sys.path.append(str(root))
-    from bench.__main__ import register_bench as register
-
-    register(subparsers)
+    """``maskad bench [ARGS]``, listed in ``maskad --help``; :func:`main` runs it (see run_bench)."""
+    if (SOURCE_ROOT / "bench" / "__main__.py").is_file():  # a wheel has no bench/ folder
+        subparsers.add_parser("bench", add_help=False,
+                              help="the performance benchmark: python -m bench ARGS (see --help)")
 
 
+def run_bench(arguments: list[str]) -> int:
+    """``python -m bench ARGS`` in the source tree: the benchmark parses its own arguments."""
+    if not (SOURCE_ROOT / "bench" / "__main__.py").is_file():
+        raise UsageError(f"maskad bench needs the source tree's bench/ folder; {SOURCE_ROOT} has none")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SOURCE_ROOT), env.get("PYTHONPATH")) if p)
+    return subprocess.run([sys.executable, "-m", "bench", *arguments], env=env).returncode
+
+
+# ------------------------------------------------------------------ entry point
 SUBCOMMANDS = [register_train, register_evaluate, register_score, register_baseline, register_data,
                register_study, register_bench]
 
@@ -368,6 +373,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        if argv[:1] == ["bench"]:
+            return run_bench(argv[1:])
         args = parse_args(argv)
         return int(args.func(args) or 0)
     except _user_errors() as error:

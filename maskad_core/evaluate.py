@@ -12,7 +12,6 @@ Metric names, used everywhere (metrics.json, tables, notebooks):
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 import warnings
@@ -29,13 +28,9 @@ from maskad_core import scoring
 from maskad_core.config import TrainConfig
 from maskad_core.data import DataError, _is_sample_file, read_image
 from maskad_core.masking import make_masks
-from maskad_core.train import (
-    dataset_samples,
-    derive_seed,
-    open_dataset,
-    resolve_data_root,
-    select_device,
-)
+from maskad_core.runs import Run, load_run, write_csv
+from maskad_core.runtime import autocast, derive_seed, select_device
+from maskad_core.splits import data_root_of, dataset_samples, open_dataset
 
 SCORE_NAMES = (*scoring.REDUCTIONS, "eq1")  # the map's reductions, and the paper's eq. 1
 IMAGE_METRICS = tuple(f"image_auroc_{r}" for r in SCORE_NAMES)
@@ -64,9 +59,7 @@ def reconstruct_and_map(model, config: TrainConfig, images: torch.Tensor, indice
     configured kind, smoothed."""
     images = images.to(device)
     masks = image_masks(config, model.num_patches, indices).to(device)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else contextlib.nullcontext())
-    with autocast:
+    with autocast(device):
         recon = model.reconstruct(images, masks)
     recon = recon.float().clamp(0.0, 1.0)
     maps = scoring.anomaly_map(images.float(), recon, kind=config.anomaly_map,
@@ -102,7 +95,7 @@ def evaluate_model(model, config: TrainConfig, data_root: str | Path | None = No
     """
     device = torch.device(device) if device is not None else select_device(config.device)
     if data_root is None:
-        data_root = resolve_data_root(config)[0]
+        data_root = data_root_of(config)
     test_set, full = open_dataset(config, "test", data_root)
     samples = dataset_samples(test_set)
     model = model.to(device).eval()
@@ -254,8 +247,6 @@ def evaluate_run(run, data_root: str | Path | None = None, *, device=None, quiet
     ``{"anomaly_map": "ssim", "smooth_sigma": 4}``) without retraining; ``epoch`` scores the
     weights kept after that epoch (one of ``run.snapshots()``) instead of the final ones.
     Returns (metrics dict with the evaluation keys of metrics.json, scores DataFrame)."""
-    from maskad_core.runs import Run, load_run
-
     run = run if isinstance(run, Run) else load_run(run)
     config = run.config
     if overrides:
@@ -297,8 +288,6 @@ def score_images(run, inputs, out: str | Path, *, device=None, heatmaps: bool = 
                  quiet: bool = True) -> pd.DataFrame:
     """Score new images with a run's model: writes ``out/scores.csv`` and, per image,
     ``out/<index>_<name>.png`` (image, reconstruction, anomaly map side by side)."""
-    from maskad_core.runs import Run, load_run, write_csv
-
     run = run if isinstance(run, Run) else load_run(run)
     config = run.config
     paths = find_images(inputs)

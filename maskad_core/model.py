@@ -204,3 +204,11 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def build_model(config) -> MaskedAutoencoder:
+    """The model a TrainConfig describes (read by attribute: this module does not import config)."""
+    return MaskedAutoencoder(
+        img_size=config.image_size, patch_size=config.patch_size, embed_dim=config.embed_dim,
+        depth=config.depth, num_heads=config.num_heads, decoder_embed_dim=config.decoder_embed_dim,
+        decoder_depth=config.decoder_depth, decoder_num_heads=config.decoder_num_heads,
+        mlp_ratio=config.mlp_ratio,
+    )

@@ -1,9 +1,13 @@
-"""Where maskad keeps what it generates: runs and data under one home folder."""
+"""Where maskad keeps what it generates (runs and data under one home folder), and where it lives."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+#: The source tree holding this package (notebooks/, the book, bench/); relative data roots of
+#: the study's profiles are taken from here.
+SOURCE_ROOT = Path(__file__).resolve().parents[1]
 
 
 def maskad_home() -> Path:

@@ -9,8 +9,6 @@ Table 2 grid (05) and the histogram statistics of Figure 3 (06).
 
 from __future__ import annotations
 
-import platform
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from math import comb
 from pathlib import Path
@@ -22,7 +20,13 @@ import torch
 from maskad_core import paper
 from maskad_core.config import TrainConfig
 from maskad_core.data import available_categories
-from maskad_core.synthetic import MARKER_NAME, default_data_root
+from maskad_core.evaluate import image_masks, reconstruct_and_map
+from maskad_core.masking import random_masks
+from maskad_core.model import build_model
+from maskad_core.runtime import cpu_name
+from maskad_core.scoring import REDUCTIONS
+from maskad_core.splits import data_root_of
+from maskad_core.synthetic import MARKER_NAME
 
 
 def setup_notebook():
@@ -40,11 +44,6 @@ def setup_notebook():
 
 
 # --------------------------------------------------------------------------- provenance
-def data_root_of(config: TrainConfig) -> Path:
-    """The folder the config's images come from (the embedded synthetic set generated if needed)."""
-    return Path(config.data_root).expanduser() if config.data_root is not None else Path(default_data_root())
-
-
 def is_synthetic(config: TrainConfig) -> bool:
     """True when the config's images are generated (the embedded set, or a root the generator wrote)."""
     return config.data_root is None or (Path(config.data_root) / MARKER_NAME).is_file()
@@ -109,17 +108,6 @@ def hardware_description(device: str | None = None) -> str:
     return f"CPU {cpu_name()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
 
 
-def cpu_name() -> str:
-    """The processor's model name (Linux's /proc/cpuinfo, else what platform knows)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return re.sub(r"\s+", " ", line.split(":", 1)[1]).strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
 def provenance(config: TrainConfig, *, profile: str | None = None, device: str | None = None) -> str:
     """One line: data (synthetic or MVTec AD), image size, budget, model, hardware, seed."""
     parts = [
@@ -182,8 +170,6 @@ def loss_weights(config: TrainConfig) -> dict[str, float]:
 def training_stages(run) -> dict[str, torch.nn.Module]:
     """The models to show over a run's training: "initial" (the run's seed, no training), then
     "epoch N" for each snapshot the run kept ("trained" alone for a run from before snapshots)."""
-    from maskad_core.train import build_model
-
     torch.manual_seed(run.config.seed)
     stages = {"initial": build_model(run.config).eval()}
     stages.update({f"epoch {e}": run.load_model(epoch=e) for e in run.snapshots()})
@@ -219,8 +205,6 @@ def simulate_defect_visible(num_patches: int, ratios: Sequence[float], ks: Seque
     The defect is the first k patches (by symmetry any fixed set will do). Each record holds the
     closed form, the simulated frequency and z, their difference in standard errors.
     """
-    from maskad_core.masking import random_masks
-
     records = []
     for r in ratios:
         draws = torch.cat([random_masks(num_patches, r, generator) for _ in range(trials)])
@@ -243,8 +227,6 @@ def defect_visibility(test_set, indices: Sequence[int], random: tuple, complemen
     per defective image with a non-empty ground-truth mask, and the ``keep`` images whose defect lay
     most in visible patches: {index: (image, defect, visible, random map, complementary map)}.
     """
-    from maskad_core.evaluate import image_masks, reconstruct_and_map
-
     (random_model, random_config), (comp_model, comp_config) = random, complementary
     rows, examples, fractions = [], {}, {}
     for start in range(0, len(indices), batch_size):
@@ -338,8 +320,6 @@ def table1_gap_statement(config: TrainConfig, frame: pd.DataFrame, *, comparable
 
 def reduction_frame(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """Image AUROC per category with each score reduction, for each model ({label: metrics table})."""
-    from maskad_core.scoring import REDUCTIONS
-
     return pd.DataFrame({f"{label}: {r}": table[f"image_auroc_{r}"]
                          for label, table in tables.items() for r in REDUCTIONS})
 

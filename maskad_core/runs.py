@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 
 from maskad_core.config import TrainConfig
+from maskad_core.model import build_model
 from maskad_core.paths import runs_dir
 
 RUN_ID_LENGTH = 12
@@ -107,12 +108,6 @@ class Run:
     def history(self) -> pd.DataFrame:
         return pd.read_csv(self.path / HISTORY_FILE)
 
-    def table(self) -> pd.DataFrame:
-        """Per-category evaluation table with a final ``mean`` row."""
-        from maskad_core.evaluate import metrics_table
-
-        return metrics_table(self.metrics)
-
     def load_checkpoint(self, map_location="cpu") -> dict:
         if not self.checkpoint_path.is_file():
             raise FileNotFoundError(f"run {self.path} has no checkpoint ({CHECKPOINT_FILE})")
@@ -126,8 +121,6 @@ class Run:
     def load_model(self, device="cpu", epoch: int | None = None):
         """The trained MaskedAutoencoder (eval mode) on ``device``; with ``epoch``, the weights
         kept after that epoch (one of ``snapshots()``)."""
-        from maskad_core.train import build_model
-
         model = build_model(self.config)
         if epoch is None:
             state = self.load_checkpoint()["model"]

@@ -7,8 +7,9 @@ profile's parameters into ``<root>/book/executed/NAME.ipynb`` (the book's source
 :func:`maskad_core.train.train`, which re-uses a finished run with the same configuration, so a
 second invocation only re-executes the (cheap) notebook code and re-renders the book.
 
-The notebooks build their training configuration with :func:`train_config`; what they state beside
-their numbers comes from :mod:`maskad_core.report`.
+The profiles are :mod:`maskad_core.profiles`; the notebooks build their training configuration
+with :func:`maskad_core.profiles.train_config`, and what they state beside their numbers comes
+from :mod:`maskad_core.report`.
 """
 
 from __future__ import annotations
@@ -21,11 +22,10 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 
-import yaml
+from maskad_core.paths import SOURCE_ROOT
+from maskad_core.profiles import check_required, load_profile, profile_description, profile_names
 
 #: The notebooks in book order (file stems under ``notebooks/``).
 NOTEBOOKS = (
@@ -50,8 +50,6 @@ BOOK_SOURCES = ("_config.yml", "_toc.yml", "references.bib", "book", "bench/resu
 NOTEBOOK_SUFFIX = ".md"
 EXECUTED_SUBDIR = Path("book") / "executed"
 HTML_SUBDIR = Path("_build") / "html"
-#: The repository this package lives in: relative data roots in profiles are resolved against it.
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
 class StudyError(RuntimeError):
@@ -72,71 +70,9 @@ class StudyResult:
     seconds: dict[str, float] = field(default_factory=dict)  # per notebook, and "book"
 
 
-# --------------------------------------------------------------------------- profiles
-@lru_cache(maxsize=1)
-def _profiles() -> dict:
-    text = resources.files("maskad_core").joinpath("profiles.yaml").read_text()
-    return yaml.safe_load(text)
-
-
-def profile_names() -> list[str]:
-    return [name for name in _profiles() if not name.startswith("_")]
-
-
-def parameter_keys() -> set[str]:
-    """Every key a profile sets (the notebooks' parameters, ``profile`` aside)."""
-    return {key for name in profile_names() for key in _profiles()[name]["parameters"]}
-
-
-def profile_description(name: str) -> str:
-    return str(_check_profile(name).get("description", "")).strip()
-
-
-def load_profile(name: str, overrides: Mapping | Iterable[str] | None = None) -> dict:
-    """The profile's notebook parameters (a fresh dict), with ``overrides`` applied.
-
-    ``overrides`` is a mapping or ``key=value`` strings (values parsed as YAML); an override of a
-    key that no profile defines is an error naming the valid keys.
-    """
-    params = dict(_check_profile(name)["parameters"])
-    params["profile"] = name
-    for key, value in parse_overrides(overrides).items():
-        if key not in params:
-            raise ValueError(
-                f"unknown study parameter {key!r}; valid parameters: {', '.join(sorted(params))}"
-            )
-        params[key] = value
-    return params
-
-
-def _check_profile(name: str) -> dict:
-    profiles = _profiles()
-    if name not in profiles or name.startswith("_"):
-        raise ValueError(f"unknown profile {name!r}; available profiles: {', '.join(profile_names())}")
-    return profiles[name]
-
-
-def parse_overrides(overrides: Mapping | Iterable[str] | None) -> dict:
-    """``["epochs=3", "categories=[bottle, screw]"]`` -> ``{"epochs": 3, "categories": [...]}``."""
-    if not overrides:
-        return {}
-    if isinstance(overrides, Mapping):
-        return dict(overrides)
-    parsed = {}
-    for item in overrides:
-        key, sep, value = str(item).partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"parameter {item!r} is not of the form key=value")
-        try:
-            parsed[key.strip()] = yaml.safe_load(value) if value.strip() else None
-        except yaml.YAMLError as error:
-            raise ValueError(f"value of parameter {key.strip()!r} is not valid YAML: {error}") from None
-    return parsed
-
-
 # --------------------------------------------------------------------------- notebooks
 def notebooks_dir(root: Path | None = None) -> Path:
-    return Path(root or PACKAGE_ROOT) / "notebooks"
+    return Path(root or SOURCE_ROOT) / "notebooks"
 
 
 def notebook_source(name: str, root: Path | None = None) -> Path:
@@ -188,7 +124,7 @@ def stage_book_sources(dest: str | Path, source_root: str | Path | None = None) 
     ``book/executed`` is not copied: executing the notebooks fills it. Missing sources are skipped
     (the book may not be written yet); ``run_study`` then only executes the notebooks.
     """
-    source_root = Path(source_root or PACKAGE_ROOT)
+    source_root = Path(source_root or SOURCE_ROOT)
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     for name in BOOK_SOURCES:
@@ -221,7 +157,7 @@ def execute_notebook(
     output.parent.mkdir(parents=True, exist_ok=True)
     env_before = os.environ.get("PYTHONPATH")
     # The kernel imports this very package, wherever the notebooks were staged.
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env_before]))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SOURCE_ROOT), env_before]))
     try:
         papermill.execute_notebook(
             read_notebook(source), str(output), parameters=passed, kernel_name=kernel_name,
@@ -281,10 +217,10 @@ def run_study(
     A failing notebook raises :class:`StudyError` naming it, its failing cell and the error; the
     notebooks executed before it stay in ``executed_dir``.
     """
-    root = Path(root or PACKAGE_ROOT).resolve()
+    root = Path(root or SOURCE_ROOT).resolve()
     executed_dir = Path(executed_dir) if executed_dir else root / EXECUTED_SUBDIR
     params = load_profile(profile, overrides)
-    _check_required(profile, params)
+    check_required(profile, params)
     selected = list(EXECUTION_ORDER) if notebooks is None else list(notebooks)
     unknown = [name for name in selected if name not in NOTEBOOKS]
     if unknown:
@@ -307,42 +243,6 @@ def run_study(
         result.seconds["book"] = time.perf_counter() - start
         log(f"book built in {result.seconds['book']:.1f} s: {result.html_dir / 'index.html'}")
     return result
-
-
-def _check_required(profile: str, params: Mapping) -> None:
-    required = _check_profile(profile).get("requires", [])
-    missing = [key for key in required if params.get(key) in (None, "")]
-    if missing:
-        raise ValueError(
-            f"profile {profile!r} needs {', '.join(missing)}: pass e.g. -p {missing[0]}=/path/to/mvtec_ad"
-        )
-
-
-# --------------------------------------------------------------------------- the notebooks' configuration
-def profile_data_root(data_root: str | Path | None) -> str | None:
-    """A profile's data_root as a path: None stays None (the synthetic set); a relative path is
-    taken from the repository root, so profiles can name ``../shared/data/mvtec_ad``."""
-    if data_root in (None, ""):
-        return None
-    path = Path(data_root).expanduser()
-    if not path.is_absolute():
-        path = PACKAGE_ROOT / path
-    return str(path.resolve())
-
-
-def train_config(params: Mapping, **changes):
-    """A validated TrainConfig from a notebook's parameters, with ``changes`` applied.
-
-    Only profile keys that are TrainConfig fields are read, so a notebook may pass its ``globals()``:
-    an imported module named like a setting (``masking``) is not a parameter.
-    """
-    from maskad_core.config import FIELD_NAMES, TrainConfig
-
-    keys = set(FIELD_NAMES) & parameter_keys()
-    values = {key: value for key, value in params.items() if key in keys}
-    values.update(changes)
-    values["data_root"] = profile_data_root(values.get("data_root"))
-    return TrainConfig.from_dict(values).validate()
 
 
 # --------------------------------------------------------------------------- reading results back
@@ -402,7 +302,7 @@ def register_study(subparsers) -> None:
     parser.add_argument("--notebooks", default=None,
                         help="comma-separated notebook names to execute (default: all six)")
     parser.add_argument("--root", default=None,
-                        help=f"book root holding _config.yml and notebooks/ (default: {PACKAGE_ROOT})")
+                        help=f"book root holding _config.yml and notebooks/ (default: {SOURCE_ROOT})")
     parser.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
     parser.add_argument("--help-notebook", metavar="NAME", default=None,
                         help="list a notebook's parameters with their defaults and meaning, then exit")

@@ -10,37 +10,40 @@ Exact resumption: every random stream (model init aside) is re-seeded at the sta
 each epoch's end, so a run killed at any moment restarts from the last finished epoch and, on CPU,
 ends bit-identical to an uninterrupted run.
 
-Distributed: ``torchrun --nproc_per_node=N -m maskad_core.train [maskad train options]`` (or
-``maskad train --nproc N``) trains with DistributedDataParallel; ``batch_size`` is the global batch,
-split evenly over the processes; rank 0 alone writes files and evaluates.
+Distributed: ``torchrun --nproc_per_node=N -m maskad_core train [maskad train options]`` (or
+``maskad train --nproc N``) trains with DistributedDataParallel (see :mod:`maskad_core.distributed`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
-import hashlib
 import math
-import os
-import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
-import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm  # not tqdm.auto, which calls iter() on a DataLoader twice
 
 from maskad_core import runs
 from maskad_core.config import TrainConfig
-from maskad_core.data import MVTecAD
+from maskad_core.distributed import Distributed
+from maskad_core.evaluate import evaluate_model, format_table, metrics_table
 from maskad_core.losses import ReconstructionLoss
 from maskad_core.masking import make_masks
-from maskad_core.model import MaskedAutoencoder
+from maskad_core.model import build_model
+from maskad_core.runtime import (
+    autocast,
+    derive_seed,
+    deterministic,
+    seed_everything,
+    seed_worker,
+    select_device,
+    versions,
+)
+from maskad_core.splits import data_root_of, dataset_samples, open_dataset
 
 LOSS_COMPONENTS = ("total", "ssim", "l1", "lpips")
 CHECKPOINT_FORMAT = 1
@@ -51,94 +54,6 @@ class TrainingDivergedError(RuntimeError):
 
 
 # ------------------------------------------------------------------ building blocks
-def select_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
-    """"auto": cuda, then mps, then cpu; otherwise the device named (error if it is unavailable)."""
-    if requested == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank)
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(requested)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was requested but CUDA is not available")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("device 'mps' was requested but MPS is not available")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank)
-    return device
-
-
-def build_model(config: TrainConfig) -> MaskedAutoencoder:
-    return MaskedAutoencoder(
-        img_size=config.image_size, patch_size=config.patch_size, embed_dim=config.embed_dim,
-        depth=config.depth, num_heads=config.num_heads, decoder_embed_dim=config.decoder_embed_dim,
-        decoder_depth=config.decoder_depth, decoder_num_heads=config.decoder_num_heads,
-        mlp_ratio=config.mlp_ratio,
-    )
-
-
-def derive_seed(*parts) -> int:
-    """A 63-bit seed from any parts, the same in every process (unlike hash())."""
-    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
-def resolve_data_root(config: TrainConfig) -> tuple[Path, bool]:
-    """(root, is_synthetic): the configured root, or the embedded synthetic set (generated if needed)."""
-    if config.data_root is not None:
-        return Path(config.data_root).expanduser(), False
-    from maskad_core.synthetic import default_data_root
-
-    return Path(default_data_root()), True
-
-
-def open_dataset(config: TrainConfig, split: str, data_root: str | Path | None = None,
-                 augment: bool = False) -> tuple[Dataset, MVTecAD]:
-    """(dataset to iterate, the underlying MVTecAD) for a split, limited per category if configured."""
-    root = Path(data_root) if data_root is not None else resolve_data_root(config)[0]
-    limit = (config.max_train_images_per_category if split == "train"
-             else config.max_test_images_per_category)
-    full = MVTecAD(root, categories=config.categories, split=split, image_size=config.image_size,
-                   augment=list(config.augment) if augment else False,
-                   cache=split == "train" and limit is None)
-    if limit is None:
-        return full, full
-    return Subset(full, limit_per_category(full, limit)), full
-
-
-def check_data(config: TrainConfig) -> Path:
-    """Resolve (and if needed generate) the data root and scan both splits: DataError if the data
-    cannot serve this configuration. Cheap: no image is decoded."""
-    root = resolve_data_root(config)[0]
-    for split in ("train", "test"):
-        MVTecAD(root, categories=config.categories, split=split, image_size=config.image_size)
-    return root
-
-
-def limit_per_category(dataset: MVTecAD, limit: int) -> list[int]:
-    """Indices of at most ``limit`` images per category, spread evenly over each category's list
-    (so a test subset keeps good and defective images of several defect types)."""
-    by_category: dict[str, list[int]] = {}
-    for index, sample in enumerate(dataset.samples):
-        by_category.setdefault(sample.category, []).append(index)
-    chosen: list[int] = []
-    for indices in by_category.values():
-        if len(indices) <= limit:
-            chosen.extend(indices)
-        else:
-            picks = np.linspace(0, len(indices) - 1, limit).round().astype(int)
-            chosen.extend(indices[i] for i in sorted(set(picks.tolist())))
-    return chosen
-
-
-def dataset_samples(dataset: Dataset):
-    """The data.Sample records of a dataset or a Subset of one, in iteration order."""
-    if isinstance(dataset, Subset):
-        return [dataset.dataset.samples[i] for i in dataset.indices]
-    return list(dataset.samples)
-
-
 class SeededItems(Dataset):
     """Seeds torch's generator from (seed, epoch, index) before reading each item, so that an
     image's augmentation does not depend on the number of DataLoader workers or processes."""
@@ -178,30 +93,6 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.A
     return torch.optim.AdamW(groups, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2))
 
 
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
-
-
-def _seed_worker(worker_id: int) -> None:
-    # torch seeds each worker from the DataLoader generator; numpy and random follow it.
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-
-
-def versions() -> dict:
-    import platform
-
-    import timm
-
-    import maskad_core
-
-    return {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
-            "numpy": np.__version__, "maskad": maskad_core.__version__}
-
-
 # ------------------------------------------------------------------ hooks (tests inject failures here)
 def _after_step(epoch: int, step: int) -> None:
     """Called after every optimiser step (epoch and step count from 0)."""
@@ -216,61 +107,11 @@ def _train_epochs(context: _Context) -> None:
     context.loop()
 
 
-# ------------------------------------------------------------------ distributed
-@dataclass
-class _Distributed:
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-    owns_group: bool = False
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def active(self) -> bool:
-        return self.world_size > 1
-
-    @classmethod
-    def from_env(cls, device_request: str) -> _Distributed:
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        if world_size <= 1:
-            return cls()
-        rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-        owns = False
-        if not dist.is_initialized():
-            use_cuda = device_request.startswith("cuda") or (
-                device_request == "auto" and torch.cuda.is_available())
-            backend = "nccl" if use_cuda else "gloo"
-            if use_cuda:
-                torch.cuda.set_device(local_rank)  # else every rank's collectives use GPU 0
-            dist.init_process_group(backend, timeout=datetime.timedelta(hours=2))
-            owns = True
-        return cls(rank, local_rank, world_size, owns)
-
-    def all_reduce(self, tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-        """Sum over processes (NCCL needs the tensor on the GPU); returns a CPU tensor."""
-        if not self.active:
-            return tensor
-        on_device = tensor.to(device)
-        dist.all_reduce(on_device)
-        return on_device.cpu()
-
-    def barrier(self) -> None:
-        if self.active:
-            dist.barrier()
-
-    def close(self) -> None:
-        if self.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
-
-
 # ------------------------------------------------------------------ the training run
 class _Context:
     """Everything one training run holds: data, model, optimiser, schedule, progress."""
 
-    def __init__(self, config: TrainConfig, path: Path, distributed: _Distributed, quiet: bool):
+    def __init__(self, config: TrainConfig, path: Path, distributed: Distributed, quiet: bool):
         self.config, self.path, self.dist, self.quiet = config, path, distributed, quiet
         self.device = select_device(config.device, distributed.local_rank)
         if config.batch_size % distributed.world_size:
@@ -278,7 +119,7 @@ class _Context:
                              f"{distributed.world_size} processes")
         self.local_batch = config.batch_size // distributed.world_size
 
-        self.data_root, self.synthetic = resolve_data_root(config)
+        self.data_root, self.synthetic = data_root_of(config), config.data_root is None
         self.train_set, self.train_full = open_dataset(config, "train", self.data_root, augment=True)
         self.seeded_train_set = SeededItems(self.train_set, config.seed)
         if distributed.active:
@@ -290,7 +131,7 @@ class _Context:
             self.sampler = RandomSampler(self.train_set, generator=self.loader_generator)
         self.loader = DataLoader(
             self.seeded_train_set, batch_size=self.local_batch, sampler=self.sampler,
-            num_workers=config.num_workers, worker_init_fn=_seed_worker,
+            num_workers=config.num_workers, worker_init_fn=seed_worker,
             generator=self.loader_generator, pin_memory=self.device.type == "cuda",
         )
         self.steps_per_epoch = len(self.loader)
@@ -309,8 +150,7 @@ class _Context:
         if distributed.active:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.step_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
-                         else contextlib.nullcontext())
+        self.autocast = autocast(self.device)
         self.mask_generator = torch.Generator()
 
         self.epoch = 0  # epochs finished
@@ -438,21 +278,6 @@ class _Context:
                 "final_loss": self.history[-1]["total"] if self.history else float("nan")}
 
 
-@contextlib.contextmanager
-def _deterministic(device: torch.device):
-    """Deterministic kernels where cheap (CPU); the previous setting is restored afterwards."""
-    if device.type != "cpu":
-        yield
-        return
-    previous = torch.are_deterministic_algorithms_enabled()
-    previous_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
-
-
 def train(config: TrainConfig, *, resume: bool = True, quiet: bool = False) -> runs.Run:
     """Train ``config`` (multi-class), evaluate on the test split, and return its finished Run.
 
@@ -464,16 +289,16 @@ def train(config: TrainConfig, *, resume: bool = True, quiet: bool = False) -> r
     path = runs.run_path(config)
     if (path / runs.DONE_FILE).is_file():
         return runs.Run(path)
-    distributed = _Distributed.from_env(config.device)
+    distributed = Distributed.from_env(config.device)
     try:
         if distributed.active and not distributed.is_main and config.data_root is None:
             distributed.barrier()  # rank 0 generates the synthetic data set first
         if distributed.is_main and config.data_root is None:
-            resolve_data_root(config)
+            data_root_of(config)
             distributed.barrier()
         context = _Context(config, path, distributed, quiet)  # bad data fails here, before any file
         lock = runs.run_lock(path) if distributed.is_main else contextlib.nullcontext()
-        with lock, _deterministic(context.device):
+        with lock, deterministic(context.device):
             _run(context, resume)
         distributed.barrier()
     finally:
@@ -502,8 +327,6 @@ def _run(context: _Context, resume: bool) -> None:
 
 def finish_run(context: _Context) -> None:
     """Evaluate on the test split and write metrics.json, history.csv, scores.csv, then DONE."""
-    from maskad_core.evaluate import evaluate_model
-
     path = context.path
     evaluation, scores = evaluate_model(context.model, context.config, context.data_root,
                                         device=context.device, quiet=context.quiet)
@@ -524,19 +347,4 @@ def finish_run(context: _Context) -> None:
     runs.write_json(path / runs.METRICS_FILE, metrics)
     runs.atomic_write_text(path / runs.DONE_FILE, metrics["finished"] + "\n")
     if not context.quiet:
-        from maskad_core.evaluate import format_table, metrics_table
-
         print(format_table(metrics_table(metrics)))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m maskad_core.train`` (what torchrun launches): the options of ``maskad train``."""
-    import sys
-
-    from maskad_core.cli import main as cli_main
-
-    return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -23,7 +23,7 @@ from maskad_core.baselines import (
 from maskad_core.cli import main
 from maskad_core.data import DataError
 from maskad_core.evaluate import METRIC_NAMES, format_table, metrics_table
-from maskad_core.train import dataset_samples, open_dataset
+from maskad_core.splits import dataset_samples, open_dataset
 
 METHODS = baselines.METHODS
 

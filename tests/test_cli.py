@@ -81,9 +81,9 @@ def test_train_evaluate_score_on_tiny_data(data_root, home, tmp_path, capsys):
 
 
 def test_train_without_data_uses_the_embedded_synthetic_set(data_root, home, monkeypatch):
-    import maskad_core.synthetic
+    from maskad_core import splits
 
-    monkeypatch.setattr(maskad_core.synthetic, "default_data_root", lambda *a, **k: data_root)
+    monkeypatch.setattr(splits, "default_data_root", lambda *a, **k: data_root)
     assert main(["train", "--quiet", *TINY]) == 0
     run = runs.load_run(runs.run_path(tiny_config(None, epochs=1)))
     assert run.config.data_root is None
@@ -134,6 +134,21 @@ def test_errors_in_a_real_process_have_no_traceback(tmp_path):
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
         result.stderr.strip()] and "mask_ratio=0.7" in result.stderr
+
+
+def test_python_dash_m_maskad_core_is_the_command_torchrun_launches(tmp_path):
+    """``torchrun -m maskad_core train ...`` (what ``maskad train --nproc N`` runs) reaches the CLI."""
+    result = subprocess.run([sys.executable, "-m", "maskad_core", "train", "--help"], cwd=REPO,
+                            capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0 and result.stdout.startswith("usage: maskad train")
+
+
+def test_maskad_bench_runs_the_benchmark_beside_the_package(capfd):
+    """The package never imports bench/: ``maskad bench ARGS`` runs ``python -m bench ARGS``."""
+    assert main(["bench", "--help"]) == 0
+    assert capfd.readouterr().out.startswith("usage: python -m bench")
+    assert "bench" in _subparsers(build_parser()).choices  # listed in maskad --help
+    assert main(["bench", "--no-such-option"]) == 2  # the benchmark's own usage error
 
 
 def _help(argv, capsys) -> str:

@@ -14,10 +14,11 @@ from math import comb
 import nbformat
 import pytest
 
-from maskad_core import study
+from maskad_core import profiles, study
 from maskad_core.paper import parse_depths
+from maskad_core.paths import SOURCE_ROOT
 
-SMOKE = study.load_profile("smoke")
+SMOKE = profiles.load_profile("smoke")
 
 
 def glue(smoke_study, notebook: str, name: str):
@@ -201,7 +202,7 @@ def test_notebooks_share_trained_runs(smoke_study):
     assert len(runs) == 2 + cells
 
 
-REAL_MVTEC = study.PACKAGE_ROOT.parent / "shared" / "data" / "mvtec_ad"
+REAL_MVTEC = SOURCE_ROOT.parent / "shared" / "data" / "mvtec_ad"
 TINY = dict(image_size=32, patch_size=8, embed_dim=32, num_heads=2, decoder_embed_dim=32,
             decoder_num_heads=2, epochs=1, warmup_epochs=1, max_train_images_per_category=4,
             max_test_images_per_category=10, simulation_trials=500, example_count=1)

@@ -11,18 +11,18 @@ import pytest
 import torch
 from train_fixtures import tiny_config
 
-from maskad_core import paper, report, study
+from maskad_core import paper, profiles, report
 from maskad_core.data import MVTecAD
-from maskad_core.train import build_model
+from maskad_core.model import build_model
 
 
 # --------------------------------------------------------------------------- provenance
 def test_data_descriptions_never_call_synthetic_data_mvtec(data_root):
-    config = study.train_config(study.load_profile("smoke"))
+    config = profiles.train_config(profiles.load_profile("smoke"))
     assert report.is_synthetic(config) and not report.is_mvtec(config)
     assert report.data_label(config) == "synthetic, not MVTec AD"
     assert "not MVTec AD" in report.data_description(config)
-    real = study.train_config(study.load_profile("mvtec"), categories=["bottle", "screw"])
+    real = profiles.train_config(profiles.load_profile("mvtec"), categories=["bottle", "screw"])
     assert not report.is_synthetic(real) and report.is_mvtec(real)
     assert report.data_label(real) == "MVTec AD"
     assert report.data_description(real).startswith("MVTec AD at")
@@ -32,7 +32,7 @@ def test_data_descriptions_never_call_synthetic_data_mvtec(data_root):
 
 
 def test_provenance_names_data_model_budget_hardware_seed_and_profile():
-    config = study.train_config(study.load_profile("smoke"))
+    config = profiles.train_config(profiles.load_profile("smoke"))
     line = report.provenance(config, profile="smoke", device="cpu")
     for fragment in ("data: the embedded synthetic set", "model: E2D4, encoder 32 wide (2 heads)",
                      "budget: 2 epochs, batch 16, AdamW lr 0.001, at most 8 training images per "
@@ -46,16 +46,16 @@ def test_provenance_names_data_model_budget_hardware_seed_and_profile():
 
 
 def test_budget_vs_paper_says_whether_the_budget_is_the_papers():
-    smoke = study.train_config(study.load_profile("smoke"))
+    smoke = profiles.train_config(profiles.load_profile("smoke"))
     assert "This is a reduced budget, not the paper's setting" in report.budget_vs_paper(smoke)
-    papers = study.train_config(study.load_profile("paper"), data_root="/data/mvtec_ad")
+    papers = profiles.train_config(profiles.load_profile("paper"), data_root="/data/mvtec_ad")
     assert report.budget_vs_paper(papers).endswith("This is the paper's budget.")
     assert report.loss_weights(smoke) == {"ssim": smoke.ssim_weight, "l1": smoke.l1_weight,
                                           "lpips": smoke.lpips_weight}
 
 
 def test_ablation_configs_and_provenance_follow_the_grid():
-    base = study.train_config(study.load_profile("smoke"), warmup_epochs=2, epochs=5)
+    base = profiles.train_config(profiles.load_profile("smoke"), warmup_epochs=2, epochs=5)
     cells = report.ablation_configs(base, ["E2D2", "E6D6"], [0.5, 0.75], epochs=1)
     assert list(cells) == [("E2D2", 0.5), ("E2D2", 0.75), ("E6D6", 0.5), ("E6D6", 0.75)]
     config = cells[("E6D6", 0.75)]
@@ -68,7 +68,7 @@ def test_ablation_configs_and_provenance_follow_the_grid():
 
 
 def test_training_stages_are_initial_then_the_kept_epochs():
-    config = study.train_config(study.load_profile("smoke"))
+    config = profiles.train_config(profiles.load_profile("smoke"))
 
     class FakeRun:  # a run that kept epochs 1 and 2, or none (from before snapshots)
         def __init__(self, kept):
@@ -158,7 +158,7 @@ def _metrics_table(categories, auroc):
 
 
 def test_table1_beside_the_paper_only_for_mvtec_categories():
-    config = study.train_config(study.load_profile("mvtec"), categories=["bottle", "screw"])
+    config = profiles.train_config(profiles.load_profile("mvtec"), categories=["bottle", "screw"])
     ours, random = _metrics_table(["bottle", "screw"], [0.9, 0.6]), _metrics_table(["bottle", "screw"], [0.8, 0.5])
     frame = report.table1_frame(ours, random, comparable=True)
     assert list(frame.columns) == ["n_test", report.OURS, report.RANDOM, "paper: MKD", "paper: U-Net",
@@ -172,7 +172,7 @@ def test_table1_beside_the_paper_only_for_mvtec_categories():
 
 
 def test_table1_on_synthetic_data_says_it_is_not_comparable():
-    config = study.train_config(study.load_profile("smoke"))
+    config = profiles.train_config(profiles.load_profile("smoke"))
     ours, random = _metrics_table(["brick", "screw"], [0.7, 0.5]), _metrics_table(["brick", "screw"], [0.6, 0.5])
     frame = report.table1_frame(ours, random, comparable=False)
     assert list(frame.columns) == ["n_test", report.OURS, report.RANDOM]

@@ -10,11 +10,12 @@ import pytest
 import torch
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from maskad_core import paper, study
+from maskad_core import paper, profiles, study
 from maskad_core.config import FIELD_NAMES
 from maskad_core.losses import ReconstructionLoss
 from maskad_core.masking import make_masks
-from maskad_core.train import build_model, make_optimizer
+from maskad_core.model import build_model
+from maskad_core.train import make_optimizer
 
 NOTEBOOK_DIR = study.notebooks_dir()
 
@@ -24,23 +25,23 @@ def declared(name: str) -> dict:
 
 
 def test_profiles_are_the_four_named_ones():
-    assert study.profile_names() == ["smoke", "cpu", "mvtec", "paper"]
-    for name in study.profile_names():
-        assert study.profile_description(name)
+    assert profiles.profile_names() == ["smoke", "cpu", "mvtec", "paper"]
+    for name in profiles.profile_names():
+        assert profiles.profile_description(name)
 
 
 def test_every_profile_key_is_a_notebook_parameter_and_every_parameter_is_in_every_profile():
     parameters = {name: declared(name) for name in study.NOTEBOOKS}
     union = set().union(*parameters.values())
-    for profile in study.profile_names():
-        keys = set(study.load_profile(profile))
+    for profile in profiles.profile_names():
+        keys = set(profiles.load_profile(profile))
         assert keys == union, profile  # nothing a notebook would silently ignore, nothing missing
         for name, params in parameters.items():
             assert "profile" in params and set(params) <= keys, (profile, name, set(params) - keys)
 
 
 def test_every_parameter_has_a_comment_and_the_smoke_default():
-    smoke = study.load_profile("smoke")
+    smoke = profiles.load_profile("smoke")
     for name in study.NOTEBOOKS:
         for key, spec in declared(name).items():
             assert spec["help"], (name, key)
@@ -79,7 +80,7 @@ def test_notebook_sources_are_myst_markdown_with_one_title_and_one_parameters_ce
 
 
 def test_paper_profile_is_the_papers_setting():
-    params = study.load_profile("paper")
+    params = profiles.load_profile("paper")
     setting = paper.setting()
     assert params["image_size"] == setting["image_size"] == 224
     assert (params["depth"], params["decoder_depth"]) == paper.parse_depths("E2D4")
@@ -90,16 +91,16 @@ def test_paper_profile_is_the_papers_setting():
     assert params["warmup_epochs"] == setting["warmup_epochs"] == 10
     assert params["categories"] == list(paper.MVTEC_CATEGORIES) and len(params["categories"]) == 15
     assert (params["embed_dim"], params["num_heads"]) == (768, 12)  # ViT-Base-like
-    config = study.train_config(params, data_root="/data/mvtec_ad")
+    config = profiles.train_config(params, data_root="/data/mvtec_ad")
     assert config.masking == "complementary" and config.num_views == 4
     assert config.image_size // config.patch_size == 14  # 196 patches
 
 
 def test_paper_profile_takes_one_training_step_on_tiny_data():
-    params = study.load_profile("paper")
+    params = profiles.load_profile("paper")
     tiny = dict(image_size=32, patch_size=8, embed_dim=32, num_heads=2, decoder_embed_dim=32,
                 decoder_num_heads=2)
-    config = study.train_config(params, data_root="/data/mvtec_ad", **tiny)
+    config = profiles.train_config(params, data_root="/data/mvtec_ad", **tiny)
     assert (config.depth, config.decoder_depth, config.mask_ratio, config.lr) == (2, 4, 0.75, 1e-3)
     torch.manual_seed(0)
     model = build_model(config)
@@ -124,12 +125,12 @@ def test_paper_profile_needs_a_data_root():
 
 def test_profile_and_override_errors_name_the_problem():
     with pytest.raises(ValueError, match="available profiles: smoke, cpu, mvtec, paper"):
-        study.load_profile("gpu")
+        profiles.load_profile("gpu")
     with pytest.raises(ValueError, match="unknown study parameter 'epoch'"):
-        study.load_profile("smoke", ["epoch=3"])
+        profiles.load_profile("smoke", ["epoch=3"])
     with pytest.raises(ValueError, match="key=value"):
-        study.parse_overrides(["epochs"])
-    params = study.load_profile("smoke", ["epochs=3", "categories=[brick, nut]", "data_root=null"])
+        profiles.parse_overrides(["epochs"])
+    params = profiles.load_profile("smoke", ["epochs=3", "categories=[brick, nut]", "data_root=null"])
     assert params["epochs"] == 3 and params["categories"] == ["brick", "nut"]
     assert params["data_root"] is None
     with pytest.raises(ValueError, match="unknown notebook"):
@@ -137,9 +138,9 @@ def test_profile_and_override_errors_name_the_problem():
 
 
 def test_profile_training_keys_are_valid_config_settings():
-    for name in study.profile_names():
-        params = study.load_profile(name)
-        config = study.train_config(params, data_root=params["data_root"] or None)
+    for name in profiles.profile_names():
+        params = profiles.load_profile(name)
+        config = profiles.train_config(params, data_root=params["data_root"] or None)
         for key in set(params) & set(FIELD_NAMES) - {"data_root"}:
             assert getattr(config, key) == params[key] or key == "categories", (name, key)
 
@@ -193,7 +194,7 @@ def test_a_teachers_edit_of_a_notebook_source_is_what_the_study_executes(smoke_s
     assert "Edited by a teacher: blue bars are normal images" in markdown
     printed = [o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs]
     assert any("a teacher was here" in text for text in printed)
-    assert executed.metadata["papermill"]["parameters"]["histogram_bins"] == study.load_profile("smoke")["histogram_bins"]
+    assert executed.metadata["papermill"]["parameters"]["histogram_bins"] == profiles.load_profile("smoke")["histogram_bins"]
     assert "jupytext" not in executed.metadata  # a plain executed notebook, not paired with a text file
 
 
@@ -231,7 +232,7 @@ def test_maskad_study_command_help_and_errors(capsys):
     shown = capsys.readouterr().out
     for option in ("--profile", "--no-build", "--parameter", "--notebooks", "--help-notebook"):
         assert option in shown
-    for profile in study.profile_names():
+    for profile in profiles.profile_names():
         assert f"{profile}: " in shown
     assert main(["study", "--profile", "paper", "--no-build"]) == 2
     assert "needs data_root" in capsys.readouterr().err

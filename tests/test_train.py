@@ -12,10 +12,11 @@ from train_fixtures import make_mvtec_tree, tiny_config
 from maskad_core import evaluate as evaluate_module
 from maskad_core import runs
 from maskad_core import train as train_module
-from maskad_core.evaluate import evaluate_model
+from maskad_core.evaluate import evaluate_model, metrics_table
 from maskad_core.losses import ReconstructionLoss
 from maskad_core.masking import complementary_masks
-from maskad_core.train import TrainingDivergedError, build_model, lr_factor, train
+from maskad_core.model import build_model
+from maskad_core.train import TrainingDivergedError, lr_factor, train
 
 
 class _Interrupted(Exception):
@@ -59,7 +60,7 @@ def test_multi_class_run_lowers_the_loss_and_writes_a_complete_record(data_root,
     images = torch.rand(2, 3, 32, 32)
     masks = complementary_masks(model.num_patches, 0.75, torch.Generator().manual_seed(0))
     assert model.reconstruct(images, masks).shape == (2, 3, 32, 32)
-    table = run.table()
+    table = metrics_table(run.metrics)
     assert list(table.index) == ["stripes", "waves", "mean"]
 
 
@@ -217,19 +218,17 @@ def test_worker_count_does_not_change_the_result(data_root, tmp_path, monkeypatc
 
 def test_a_run_killed_during_evaluation_is_finished_without_training_again(data_root, home,
                                                                            monkeypatch):
-    import maskad_core.evaluate
-
     config = tiny_config(data_root, epochs=1)
 
     def killed(*args, **kwargs):
         raise _Interrupted
 
-    real_evaluate = maskad_core.evaluate.evaluate_model
-    monkeypatch.setattr(maskad_core.evaluate, "evaluate_model", killed)
+    real_evaluate = train_module.evaluate_model
+    monkeypatch.setattr(train_module, "evaluate_model", killed)
     with pytest.raises(_Interrupted):
         train(config, quiet=True)
     assert not (runs.run_path(config) / runs.DONE_FILE).exists()
-    monkeypatch.setattr(maskad_core.evaluate, "evaluate_model", real_evaluate)
+    monkeypatch.setattr(train_module, "evaluate_model", real_evaluate)
     monkeypatch.setattr(train_module, "_train_epochs", killed)  # all epochs are in the checkpoint
     run = train(config, quiet=True)
     assert run.done and list(run.history.epoch) == [1]

@@ -184,13 +184,13 @@ def profile_substitutions() -> dict[str, str]:
 
     import yaml
 
-    from maskad_core import study
+    from maskad_core import profiles
 
     raw = yaml.safe_load(resources.files("maskad_core").joinpath("profiles.yaml").read_text())
     rows, descriptions = [], []
     subs: dict[str, str] = {}
-    for name in study.profile_names():
-        p = study.load_profile(name)
+    for name in profiles.profile_names():
+        p = profiles.load_profile(name)
         data = "synthetic (embedded)" if p["data_root"] in (None, "") else f"`{p['data_root']}`"
         if "data_root" in raw[name].get("requires", []) and p["data_root"] in (None, ""):
             data = "MVTec AD, `-p data_root=PATH`"
@@ -201,7 +201,7 @@ def profile_substitutions() -> dict[str, str]:
         grid = f"{len(p['ablation_depths'])} × {len(p['ablation_ratios'])}, {p['ablation_epochs']}"
         rows.append([f"`{name}`", data, f"{p['image_size']} px / {p['patch_size']} px",
                      model, str(p["epochs"]), cap, grid])
-        descriptions.append(f"`{name}`\n: {study.profile_description(name)}")
+        descriptions.append(f"`{name}`\n: {profiles.profile_description(name)}")
         subs[f"profile_{name}_epochs"] = str(p["epochs"])
         subs[f"profile_{name}_ablation_epochs"] = str(p["ablation_epochs"])
         subs[f"profile_{name}_grid_runs"] = str(len(p["ablation_depths"]) * len(p["ablation_ratios"]))
@@ -209,7 +209,7 @@ def profile_substitutions() -> dict[str, str]:
         ["profile", "data", "image / patch", "model, widths", "epochs", "train images per category",
          "Table 2 grid, epochs per cell"], rows)
     subs["profiles_descriptions"] = "\n\n".join(descriptions)
-    subs["profile_names"] = ", ".join(f"`{n}`" for n in study.profile_names())
+    subs["profile_names"] = ", ".join(f"`{n}`" for n in profiles.profile_names())
     return subs
 
 

@@ -1,0 +1,102 @@
+"""One direction of imports: no module of maskad_core imports one that imports it back, and the
+package never imports the benchmark (bench/ depends on maskad_core, not the reverse).
+
+The imports are read with ast, at module level and inside functions alike, so a cycle hidden in a
+function-level import (the usual way to dodge an ImportError) still fails here.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "maskad_core"
+MAX_LINES = 420  # "about 400": a module longer than this is split along its seams
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def package_of(path: Path) -> str:
+    name = module_name(path)
+    return name if path.name == "__init__.py" else name.rpartition(".")[0]
+
+
+def imported_names(path: Path, package: str) -> set[str]:
+    """Every module name an import statement anywhere in the file names (relative ones resolved
+    from ``package``); ``from X import Y`` names X.Y too, since Y may be a submodule."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the modules of maskad_core it imports (a package's __init__ stands for the package)."""
+    known = modules()
+    return {name: {n for n in imported_names(path, package_of(path)) if n in known and n != name}
+            for name, path in known.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle as [a, b, ..., a], or None; depth-first search with three colours."""
+    state: dict[str, str] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = "open"
+        stack.append(node)
+        for target in sorted(graph[node]):
+            if state.get(target) == "open":
+                return stack[stack.index(target):] + [target]
+            if target not in state and (cycle := visit(target)):
+                return cycle
+        stack.pop()
+        state[node] = "done"
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_the_package_imports_in_one_direction():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_package_never_imports_the_benchmark():
+    offenders = {name: sorted(n for n in imported_names(path, package_of(path))
+                              if n == "bench" or n.startswith("bench."))
+                 for name, path in modules().items()}
+    assert not {k: v for k, v in offenders.items() if v}, offenders
+
+
+def test_the_cycle_finder_finds_cycles_through_function_level_imports(tmp_path):
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+    source = tmp_path / "m.py"
+    source.write_text("import os\n\ndef f():\n    from maskad_core.train import train\n"
+                      "    from . import runs\n")
+    assert {"maskad_core.train", "maskad_core.runs", "os"} <= imported_names(source, "maskad_core")
+
+
+def test_no_module_is_longer_than_about_400_lines():
+    long = {name: n for name, path in modules().items()
+            if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"modules over {MAX_LINES} lines: {long}"
