@@ -27,6 +27,7 @@ def machine_info(device: torch.device) -> dict:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "device": str(device),
+        "gpu_used": device.type == "cuda",  # said plainly: CPU numbers are no GPU's numbers
         "python": platform.python_version(),
     }
     if device.type == "cuda":

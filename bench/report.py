@@ -65,8 +65,9 @@ def markdown(results: dict) -> str:
     m, mm, cont = results["machine"], results["matmul"], results["contention"]
     names = [r["name"] for r in results["configs"]]
     command = f" with `{results['command']}`" if results.get("command") else ""
+    gpu = f"**GPU used: yes** ({m['gpu']})" if m["gpu_used"] else "**GPU used: no** (CPU only)"
     lines = [
-        f"Measured {results['created']}{command} on **{m['cpu']}** ({m['cores']} cores, {m['threads']} torch "
+        f"{gpu}. Measured {results['created']}{command} on **{m['cpu']}** ({m['cores']} cores, {m['threads']} torch "
         f"threads), device `{m['device']}`{' (' + m['gpu'] + ')' if 'gpu' in m else ''}, torch "
         f"{m['torch']}, autocast {results['autocast']}. Matrix-multiply rate "
         f"({mm['size']}x{mm['size']} {mm['dtype']} `torch.mm`, median of {mm['samples']} samples "

@@ -171,8 +171,8 @@ class ReconstructionLoss(nn.Module):
     """λ1 (1 - SSIM) + λ2 L1 + λ3 LPIPS between a reconstruction and its target (paper eq. 4).
 
     Inputs are (B, C, H, W) images in [0, 1]. ``forward`` returns the weighted total (a scalar tensor
-    with gradient) and the unweighted components as floats: {"ssim": 1 - SSIM, "l1", "lpips", "total"};
-    "lpips" is 0.0 while LPIPS is inactive. The LPIPS network is frozen, always in eval mode and
+    with gradient) and the unweighted components as detached scalar tensors on the images' device:
+    {"ssim": 1 - SSIM, "l1", "lpips", "total"}; "lpips" is 0 while LPIPS is inactive. The LPIPS network is frozen, always in eval mode and
     holds no trainable parameters, so the model's optimiser never sees it. See the module docstring
     for the λ defaults and the ``lpips`` modes.
     """
@@ -215,7 +215,7 @@ class ReconstructionLoss(nn.Module):
             self.lpips_net.eval()  # keep the calibration layers' dropout off
         return self
 
-    def forward(self, recon: Tensor, target: Tensor) -> tuple[Tensor, dict[str, float]]:
+    def forward(self, recon: Tensor, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         if recon.shape != target.shape or recon.ndim != 4:
             raise ValueError(
                 f"recon and target must both be (B, C, H, W) of one shape, got "
@@ -226,13 +226,13 @@ class ReconstructionLoss(nn.Module):
                                win_size=window, win_sigma=SSIM_SIGMA)
         l1_loss = (recon - target).abs().mean()
         total = self.ssim_weight * ssim_loss + self.l1_weight * l1_loss
-        lpips_value = 0.0
+        lpips_loss = torch.zeros((), device=recon.device)
         if self.lpips_active:
             lpips_loss = self._lpips(recon, target)
             total = total + self.lpips_weight * lpips_loss
-            lpips_value = float(lpips_loss.detach())
-        components = {"ssim": float(ssim_loss.detach()), "l1": float(l1_loss.detach()),
-                      "lpips": lpips_value, "total": float(total.detach())}
+        # detached tensors, not floats: reading a value would make the host wait for the device
+        components = {"ssim": ssim_loss.detach(), "l1": l1_loss.detach(), "lpips": lpips_loss.detach(),
+                      "total": total.detach()}
         return total, components
 
     def _lpips(self, recon: Tensor, target: Tensor) -> Tensor:

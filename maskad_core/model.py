@@ -135,7 +135,7 @@ class MaskedAutoencoder(nn.Module):
             )
         if bool(masks.all(dim=-1).any()):
             raise ValueError("every view needs at least one visible (False) patch; a mask hides all patches")
-        return masks.to(images.device)
+        return masks.to(images.device, non_blocking=True)  # pinned masks: no wait for the device
 
     # -- the model ------------------------------------------------------------------------------
     def predict_views(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

@@ -113,6 +113,16 @@ class Run:
             raise FileNotFoundError(f"run {self.path} has no checkpoint ({CHECKPOINT_FILE})")
         return torch.load(self.checkpoint_path, map_location=map_location, weights_only=True)
 
+    def load_weights(self) -> dict:
+        """The model's weights from the last checkpoint, without reading the rest of it.
+
+        The file is memory-mapped and only the model's tensors are touched: the optimiser state
+        (twice the model's size under AdamW) and the history are never read from disk.
+        """
+        if not self.checkpoint_path.is_file():
+            raise FileNotFoundError(f"run {self.path} has no checkpoint ({CHECKPOINT_FILE})")
+        return torch.load(self.checkpoint_path, map_location="cpu", weights_only=True, mmap=True)["model"]
+
     def snapshots(self) -> list[int]:
         """The epochs whose weights the run kept (see snapshot_epochs), in order."""
         found = self.path.glob(SNAPSHOT_FILE.split("/")[0] + "/model_epoch_*.pt")
@@ -123,7 +133,7 @@ class Run:
         kept after that epoch (one of ``snapshots()``)."""
         model = build_model(self.config)
         if epoch is None:
-            state = self.load_checkpoint()["model"]
+            state = self.load_weights()
         else:
             path = self.path / SNAPSHOT_FILE.format(epoch=int(epoch))
             if not path.is_file():

@@ -46,6 +46,7 @@ from maskad_core.runtime import (
 from maskad_core.splits import data_root_of, dataset_samples, open_dataset
 
 LOSS_COMPONENTS = ("total", "ssim", "l1", "lpips")
+PROGRESS_EVERY = 20  # steps between progress-bar updates (each one reads the loss from the device)
 CHECKPOINT_FORMAT = 1
 
 
@@ -108,6 +109,40 @@ def _train_epochs(context: _Context) -> None:
 
 
 # ------------------------------------------------------------------ the training run
+class _EpochTally:
+    """One epoch's loss sums and its first non-finite loss, kept as tensors on the training device,
+    so that a step never waits for the device; :meth:`read` brings them to the host once."""
+
+    def __init__(self, device: torch.device):
+        dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+        self.sums = torch.zeros(len(LOSS_COMPONENTS), dtype=dtype, device=device)
+        self.bad_step = torch.full((), -1, dtype=torch.long, device=device)
+        self.bad_loss = torch.zeros((), device=device)
+        self.images = 0
+
+    def add(self, loss: torch.Tensor, parts: dict[str, torch.Tensor], count: int, step: int) -> None:
+        self.sums += torch.stack([parts[k] for k in LOSS_COMPONENTS]).to(self.sums.dtype) * count
+        self.images += count
+        first = ~torch.isfinite(loss.detach()) & (self.bad_step < 0)
+        self.bad_step = torch.where(first, step, self.bad_step)
+        self.bad_loss = torch.where(first, loss.detach().float(), self.bad_loss)
+
+    def means(self) -> dict[str, str]:
+        """The running mean of each loss component, for the progress bar (reads the device)."""
+        values = (self.sums / max(self.images, 1)).tolist()
+        return {k: f"{v:.4f}" for k, v in zip(LOSS_COMPONENTS, values, strict=True)}
+
+    def read(self) -> tuple[torch.Tensor, int | None, float | None]:
+        """The epoch's one read of the device: (loss sums and image count, float64 on the CPU, as
+        the processes add them up; step and value of the first non-finite loss, or None, None)."""
+        dtype = self.sums.dtype
+        host = torch.cat([self.sums, self.bad_step.to(dtype).view(1), self.bad_loss.to(dtype).view(1)])
+        host = host.cpu().double()
+        totals = torch.cat([host[:-2], torch.tensor([float(self.images)], dtype=torch.float64)])
+        step = int(host[-2])
+        return totals, (None if step < 0 else step), (None if step < 0 else float(host[-1]))
+
+
 class _Context:
     """Everything one training run holds: data, model, optimiser, schedule, progress."""
 
@@ -196,38 +231,41 @@ class _Context:
             self.sampler.set_epoch(epoch)
 
     def loop(self) -> None:
+        """Train epoch by epoch. Loss values stay on the device during an epoch and are read once
+        at its end (a read per step would make the host wait for the device at every step)."""
         config = self.config
         self.model.train()
         num_patches = self.model.num_patches
         while self.epoch < config.epochs:
             epoch = self.epoch
             self.seed_epoch(epoch)
-            sums = torch.zeros(len(LOSS_COMPONENTS) + 1, dtype=torch.float64)
+            tally = _EpochTally(self.device)
             started = time.perf_counter()
             bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
                        disable=self.quiet or not self.dist.is_main, dynamic_ncols=True)
             for step, batch in enumerate(bar):
                 images = batch["image"].to(self.device, non_blocking=True)
                 masks = batch_masks(config, num_patches, images.shape[0], self.mask_generator)
+                if self.device.type == "cuda":
+                    masks = masks.pin_memory()  # copied without waiting; checked on the host
                 with self.autocast:
-                    recon = self.step_model(images, masks.to(self.device))
+                    recon = self.step_model(images, masks)
                 loss, parts = self.criterion(recon.float(), images)
-                self.check_finite(loss, epoch, step)
+                tally.add(loss, parts, images.shape[0], step)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
                 self.optimizer.step()
                 self.scheduler.step()
-                count = images.shape[0]
-                sums += torch.tensor([parts[k] * count for k in LOSS_COMPONENTS] + [count],
-                                     dtype=torch.float64)
-                rate = sums[-1].item() * self.dist.world_size / max(time.perf_counter() - started, 1e-9)
-                bar.set_postfix({**{k: f"{parts[k]:.4f}" for k in LOSS_COMPONENTS}, "img/s": f"{rate:.1f}"},
-                                refresh=False)
+                if not bar.disable and step % PROGRESS_EVERY == 0:  # a host read, for a watcher only
+                    rate = tally.images * self.dist.world_size / max(time.perf_counter() - started, 1e-9)
+                    bar.set_postfix({**tally.means(), "img/s": f"{rate:.1f}"}, refresh=False)
                 _after_step(epoch, step)
             bar.close()
-            sums = self.dist.all_reduce(sums, self.device)
+            totals, bad_step, bad_loss = tally.read()
+            self.check_finite(bad_step, bad_loss, epoch)
+            sums = self.dist.all_reduce(totals, self.device)
             seconds = time.perf_counter() - started
             images = int(sums[-1].item())
             row = {"epoch": epoch + 1, **{k: sums[i].item() / max(images, 1)
@@ -245,18 +283,18 @@ class _Context:
                            f"{row['images_per_s']:.1f} img/s")
             _after_epoch(epoch)
 
-    def check_finite(self, loss: torch.Tensor, epoch: int, step: int) -> None:
-        bad = torch.tensor([0.0 if torch.isfinite(loss).item() else 1.0])
-        # every rank must stop together, or the others wait forever in the gradient all-reduce
-        bad = self.dist.all_reduce(bad, self.device)
-        if bad.item() > 0:
-            last = (f"the last good checkpoint ({self.path / runs.CHECKPOINT_FILE}, after epoch "
-                    f"{self.epoch}) is kept" if self.epoch > 0 else "no epoch had finished yet")
-            value = loss.item()
-            what = f"loss is {value}" if not math.isfinite(value) else "loss is not finite in another process"
-            raise TrainingDivergedError(
-                f"{what} at epoch {epoch + 1} step {step + 1} (counting from 1); {last}. "
-                f"Try a lower lr or grad_clip > 0.")
+    def check_finite(self, step: int | None, value: float | None, epoch: int) -> None:
+        """Stop when a step of the epoch (``step``, its loss ``value``) or of another process had a
+        non-finite loss, before the epoch's checkpoint is written: the last good one stays."""
+        bad = torch.tensor([0.0 if step is None else 1.0])
+        # every rank must stop together, or the others wait forever in the next all-reduce
+        if self.dist.all_reduce(bad, self.device).item() == 0:
+            return
+        last = (f"the last good checkpoint ({self.path / runs.CHECKPOINT_FILE}, after epoch "
+                f"{self.epoch}) is kept" if self.epoch > 0 else "no epoch had finished yet")
+        what = f"loss is {value} at epoch {epoch + 1} step {step + 1}" if step is not None else \
+            f"loss is not finite in another process at epoch {epoch + 1}"
+        raise TrainingDivergedError(f"{what} (counting from 1); {last}. Try a lower lr or grad_clip > 0.")
 
     def data_description(self) -> dict:
         train_counts: dict[str, int] = {}

@@ -154,7 +154,8 @@ def fake_result(outputs_equal=True) -> dict:
                            "batched_ms": 1.0, "loop_ms": 2.0, "max_abs_diff": 0.0}],
     }
     return {
-        "machine": {"cpu": "Test CPU", "cores": 2, "threads": 1, "device": "cpu", "torch": "x"},
+        "machine": {"cpu": "Test CPU", "cores": 2, "threads": 1, "device": "cpu", "gpu_used": False,
+                    "torch": "x"},
         "contention": {"wall_s": 5, "load_avg_1min_start": 3.0, "load_avg_1min_end": 3.0,
                        "other_processes_cpu_share": 0.5},
         "matmul": {"size": 256, "dtype": "float32", "gflops": 80.0, "gflops_min": 70.0,
@@ -179,6 +180,14 @@ def test_markdown_has_a_column_per_config_and_a_row_per_metric():
     assert "| 4.2 (5.25 with LPIPS) | 4.2 (5.25 with LPIPS) |" in text  # 100.8 h, 126 h in days
     assert "| 2.00x / 1.50x at batch 1 |" in text
     assert "| 2 | 60.0 | 9 |" in text
+
+
+def test_markdown_says_whether_a_gpu_was_used():
+    assert markdown(fake_result()).startswith("**GPU used: no** (CPU only). Measured")
+    result = fake_result()
+    result["machine"].update(device="cuda:0", gpu_used=True, gpu="NVIDIA H200")
+    assert markdown(result).startswith("**GPU used: yes** (NVIDIA H200). Measured")
+    assert machine_info(torch.device("cpu"))["gpu_used"] is False
 
 
 def test_markdown_flags_views_that_differ():

@@ -75,7 +75,8 @@ def test_ssim_component_matches_skimage(dtype, tolerance):
     # (float32 accumulation over 11x11 windows: ~1e-6; pytorch-msssim builds its window in float32).
     recon, target = _pair((1, 3, 32, 32))
     loss = ReconstructionLoss(lpips="off")
-    _, components = loss(recon.to(dtype), target.to(dtype))
+    _, parts = loss(recon.to(dtype), target.to(dtype))
+    components = {name: part.item() for name, part in parts.items()}
     reference = structural_similarity(
         target[0].permute(1, 2, 0).double().numpy(), recon[0].permute(1, 2, 0).double().numpy(),
         gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0,
@@ -89,7 +90,10 @@ def test_components_total_and_gradient():
     recon, target = _pair()
     recon.requires_grad_(True)
     loss = ReconstructionLoss(ssim_weight=2.0, l1_weight=3.0, lpips_weight=5.0, lpips="off")
-    total, components = loss(recon, target)
+    total, parts = loss(recon, target)
+    # tensors on the images' device, detached: the training loop reads them once per epoch
+    assert all(p.ndim == 0 and not p.requires_grad and p.device == recon.device for p in parts.values())
+    components = {name: part.item() for name, part in parts.items()}
     assert set(components) == {"ssim", "l1", "lpips", "total"}
     assert components["l1"] == pytest.approx(float((recon - target).abs().mean().detach()), rel=1e-6)
     assert components["lpips"] == 0.0
@@ -102,7 +106,8 @@ def test_components_total_and_gradient():
 
 def test_identical_images_cost_nothing_on_tiny_inputs():
     target = torch.rand(2, 3, 8, 8)
-    total, components = ReconstructionLoss(lpips="off")(target.clone(), target)
+    total, parts = ReconstructionLoss(lpips="off")(target.clone(), target)
+    components = {name: part.item() for name, part in parts.items()}
     assert float(total) == pytest.approx(0.0, abs=1e-6)
     assert components["ssim"] == pytest.approx(0.0, abs=1e-6)
 
@@ -141,7 +146,8 @@ def test_lpips_auto_without_weights_warns_once_and_continues(empty_hub, capsys):
         again = ReconstructionLoss(lpips="auto")
     assert not again.lpips_active
     recon, target = _pair()
-    total, components = loss(recon, target)
+    total, parts = loss(recon, target)
+    components = {name: part.item() for name, part in parts.items()}
     assert components["lpips"] == 0.0
     assert components["total"] == pytest.approx(components["ssim"] + components["l1"], rel=1e-6)
     assert capsys.readouterr().out == ""
@@ -191,7 +197,8 @@ def test_lpips_loaded_from_hub_folder(hub_with_alexnet, mode, capsys):
 
     recon, target = _pair((2, 3, 16, 16))  # smaller than AlexNet's minimum: upsampled
     recon.requires_grad_(True)
-    total, components = loss(recon, target)
+    total, parts = loss(recon, target)
+    components = {name: part.item() for name, part in parts.items()}
     assert components["lpips"] > 0.0
     expected = components["ssim"] + components["l1"] + DEFAULT_LPIPS_WEIGHT * components["lpips"]
     assert components["total"] == pytest.approx(expected, rel=1e-5)
@@ -214,5 +221,6 @@ def test_lpips_weight_file_with_wrong_shapes_is_rejected(empty_hub):
 def test_loss_is_finite_for_constant_images():
     # Flat images have zero variance; SSIM's constants keep the ratio finite.
     flat = torch.full((1, 3, 16, 16), 0.5)
-    total, components = ReconstructionLoss(lpips="off")(flat, torch.zeros_like(flat))
+    total, parts = ReconstructionLoss(lpips="off")(flat, torch.zeros_like(flat))
+    components = {name: part.item() for name, part in parts.items()}
     assert np.isfinite(float(total)) and components["l1"] == pytest.approx(0.5)

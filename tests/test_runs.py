@@ -83,3 +83,26 @@ def test_lock_admits_one_trainer_at_a_time(tmp_path):
                 pass
     with runs.run_lock(tmp_path / "run"):  # released again
         pass
+
+
+def test_load_model_reads_the_weights_without_the_optimiser_state(home, monkeypatch):
+    """The checkpoint is memory-mapped and only its model entry is used: the AdamW moments (twice
+    the model) are never read into memory just to score with the weights."""
+    from maskad_core.model import build_model
+
+    config = TrainConfig(image_size=32, patch_size=8, embed_dim=16, depth=1, num_heads=2,
+                         decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2).validate()
+    path = runs.run_path(config)
+    runs.atomic_write_text(path / runs.CONFIG_FILE, config.to_yaml())
+    torch.manual_seed(0)
+    model = build_model(config)
+    moments = {"state": {0: {"exp_avg": torch.ones(10_000), "exp_avg_sq": torch.ones(10_000)}}}
+    runs.atomic_torch_save({"model": model.state_dict(), "optimizer": moments}, path / runs.CHECKPOINT_FILE)
+    calls = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *args, **kwargs: calls.append(kwargs) or real_load(*args, **kwargs))
+    loaded = runs.Run(path).load_model()
+    assert calls == [{"map_location": "cpu", "weights_only": True, "mmap": True}]
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 loaded.state_dict().values(), strict=True))
+    assert not loaded.training

@@ -261,3 +261,57 @@ def test_a_defective_image_without_its_mask_is_left_out_of_the_pixel_metrics(tmp
     assert len(scores[scores.category == "stripes"]) == 6  # still scored for the image metrics
     assert seen == [(5, 32, 32)]  # 3 good + 2 defective with masks; not the unmasked one
     assert 0.0 <= evaluation["per_category"]["stripes"]["pixel_auroc"] <= 1.0
+
+
+class _OnDevice(torch.Tensor):
+    """Stands for a tensor on a GPU: every value derived from it is one too, and each time the host
+    reads one (``.cpu()``, ``.item()``, ``float()``, ``bool()``, ``.tolist()``, f-strings) is counted."""
+
+    reads = 0
+
+    def _read(self, name, *args):
+        _OnDevice.reads += 1
+        return getattr(torch.Tensor, name)(self.as_subclass(torch.Tensor), *args)
+
+    def cpu(self):
+        return self._read("cpu")
+
+    def item(self):
+        return self._read("item")
+
+    def tolist(self):
+        return self._read("tolist")
+
+    def __float__(self):
+        return self._read("__float__")
+
+    def __int__(self):
+        return self._read("__int__")
+
+    def __bool__(self):
+        return self._read("__bool__")
+
+
+def test_training_reads_the_device_once_per_epoch_not_once_per_step(data_root, home, monkeypatch):
+    """On a GPU each read of a value waits for every queued kernel; the loop keeps losses and the
+    NaN check on the device and reads them at the end of each epoch."""
+    real_getitem, real_epochs = train_module.SeededItems.__getitem__, train_module._train_epochs
+
+    def on_device(self, index):  # the images, and everything computed from them, "on the GPU"
+        item = real_getitem(self, index)
+        return {**item, "image": item["image"].as_subclass(_OnDevice)}
+
+    reads = {}
+
+    def counted(context):
+        _OnDevice.reads = 0
+        real_epochs(context)
+        reads[context.steps_per_epoch] = _OnDevice.reads
+
+    monkeypatch.setattr(train_module.SeededItems, "__getitem__", on_device)
+    monkeypatch.setattr(train_module, "_train_epochs", counted)
+    for per_category in (2, 8):  # 1 step per epoch, then 4
+        train(tiny_config(data_root, epochs=2, augment=[], max_train_images_per_category=per_category),
+              quiet=True)
+    assert set(reads) == {1, 4}
+    assert reads == {1: 2, 4: 2}  # one read per epoch, whatever the number of steps
