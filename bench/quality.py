@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from maskad_core import study
+from maskad_core import report
 from maskad_core.evaluate import evaluate_run
+from maskad_core.profiles import load_profile, train_config
 from maskad_core.train import train
 
 RESULTS = Path(__file__).parent / "results"
@@ -85,11 +86,11 @@ def _floor(config) -> dict:
 
 
 def measure_profile(profile: str, seeds: list[int]) -> dict:
-    params = study.load_profile(profile)
+    params = load_profile(profile)
     result: dict = {"profile": profile, "seeds": {}}
     for seed in seeds:
-        main_config = study.train_config(params, seed=seed)
-        random_config = study.train_config(params, seed=seed, masking="random")
+        main_config = train_config(params, seed=seed)
+        random_config = train_config(params, seed=seed, masking="random")
         started = time.perf_counter()
         main_run, random_run = train(main_config, quiet=True), train(random_config, quiet=True)
         crossed = {}
@@ -109,10 +110,10 @@ def measure_profile(profile: str, seeds: list[int]) -> dict:
             "curve": _curve(main_run) if seed == seeds[0] else [],
             "wall_minutes": (time.perf_counter() - started) / 60,
         }
-    config = study.train_config(params)
+    config = train_config(params)
     result["config"] = config.to_dict()
     result["headline_score"] = run_headline(config)
-    result["provenance"] = study.provenance(config, profile=profile)
+    result["provenance"] = report.provenance(config, profile=profile)
     result["floor"] = _floor(config)
     result["targets"] = check_targets(profile, result)
     return result
