@@ -55,6 +55,7 @@ VARIANTS: dict[str, dict[str, dict]] = {
     "batch": {"batch-8": {"adam_beta2": 0.95, "batch_size": 8}},
     "epochs": {"epochs-80": {"adam_beta2": 0.95, "epochs": 80}},
     "wd": {"wd-0": {"adam_beta2": 0.95, "weight_decay": 0.0}},
+    "norm": {"input-norm": {"adam_beta2": 0.95, "input_norm": "imagenet"}},
 }
 
 SCORING_GRID = dict(partitions=(1, 4), kinds=("l2", "l2_centered", "l1", "ssim"),

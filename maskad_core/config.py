@@ -32,6 +32,7 @@ from maskad_core.losses import (
     DEFAULT_SSIM_WEIGHT,
     LPIPS_MODES,
 )
+from maskad_core.model import INPUT_NORMS
 from maskad_core.scoring import ANOMALY_MAP_KINDS, REDUCTIONS
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -60,6 +61,7 @@ class TrainConfig:
     decoder_depth: int = 4
     decoder_num_heads: int = 4
     mlp_ratio: float = 4.0
+    input_norm: str = "none"  # "imagenet": standardise pixels inside the model (recipe log)
     # masking
     masking: str = "complementary"  # or "random": the vanilla MAE baseline
     mask_ratio: float = 0.75
@@ -155,6 +157,7 @@ class TrainConfig:
         if self.topk_fraction > 1:
             raise ValueError(f"topk_fraction must be in (0, 1], got {self.topk_fraction}")
         _choice("lpips", self.lpips, LPIPS_MODES)
+        _choice("input_norm", self.input_norm, tuple(INPUT_NORMS))
         _choice("anomaly_map", self.anomaly_map, ANOMALY_MAP_KINDS)
         _choice("score_reduction", self.score_reduction, REDUCTIONS)
         for name in self.augment:

@@ -43,6 +43,8 @@ class MaskedAutoencoder(nn.Module):
         decoder_depth: int = 4,
         decoder_num_heads: int = 16,
         mlp_ratio: float = 4.0,
+        pixel_mean: tuple[float, ...] | None = None,
+        pixel_std: tuple[float, ...] | None = None,
     ):
         super().__init__()
         if img_size % patch_size:
@@ -57,6 +59,16 @@ class MaskedAutoencoder(nn.Module):
             if width % heads:
                 raise ValueError(f"{name}={width} is not divisible by its head count {heads}")
         self.img_size, self.patch_size, self.in_chans = img_size, patch_size, in_chans
+        # Inputs are standardised and predictions mapped back, so the model works in [0, 1] pixels
+        # outside but sees unit-scale content inside: raw [0, 1] pixels vary so little that the
+        # positional embedding drowns them and training sits long at the mean colour (recipe log).
+        mean = torch.tensor(pixel_mean if pixel_mean is not None else (0.0,) * in_chans)
+        std = torch.tensor(pixel_std if pixel_std is not None else (1.0,) * in_chans)
+        if mean.numel() != in_chans or std.numel() != in_chans or bool((std <= 0).any()):
+            raise ValueError(f"pixel_mean and pixel_std need {in_chans} values (std > 0), got "
+                             f"{pixel_mean} and {pixel_std}")
+        self.register_buffer("pixel_mean", mean.view(1, in_chans, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", std.view(1, in_chans, 1, 1), persistent=False)
         self.grid_size = img_size // patch_size
         self.num_patches = self.grid_size**2
 
@@ -147,7 +159,8 @@ class MaskedAutoencoder(nn.Module):
 
     def _predict_views(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         b, n, length = masks.shape
-        tokens = self.patch_embed(images) + self.pos_embed  # (B, L, D)
+        normalised = (images - self.pixel_mean.to(images.dtype)) / self.pixel_std.to(images.dtype)
+        tokens = self.patch_embed(normalised) + self.pos_embed  # (B, L, D)
 
         visible = ~masks
         counts = visible.sum(-1)  # (B, n)
@@ -170,7 +183,8 @@ class MaskedAutoencoder(nn.Module):
         for block in self.decoder_blocks:
             x = block(x)
         patches = self.decoder_pred(self.decoder_norm(x))  # (B*n, L, p*p*C)
-        return self.unpatchify(patches).reshape(b, n, self.in_chans, self.img_size, self.img_size)
+        views = self.unpatchify(patches) * self.pixel_std.to(patches.dtype) + self.pixel_mean.to(patches.dtype)
+        return views.reshape(b, n, self.in_chans, self.img_size, self.img_size)
 
     def combine_views(self, images: torch.Tensor, views: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """Average each patch over the views in which it was masked (eq. 3); unmasked patches keep input.
@@ -204,9 +218,16 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+# Per-channel (mean, std) the model standardises its input with; "none" keeps raw [0, 1] pixels.
+INPUT_NORMS = {"none": (None, None),
+               "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
+
+
 def build_model(config) -> MaskedAutoencoder:
     """The model a TrainConfig describes (read by attribute: this module does not import config)."""
+    pixel_mean, pixel_std = INPUT_NORMS[config.input_norm]
     return MaskedAutoencoder(
+        pixel_mean=pixel_mean, pixel_std=pixel_std,
         img_size=config.image_size, patch_size=config.patch_size, embed_dim=config.embed_dim,
         depth=config.depth, num_heads=config.num_heads, decoder_embed_dim=config.decoder_embed_dim,
         decoder_depth=config.decoder_depth, decoder_num_heads=config.decoder_num_heads,

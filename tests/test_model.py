@@ -156,3 +156,21 @@ def test_clear_errors(images):
         model.predict_views(images, masks.float())
     with pytest.raises(ValueError, match="at least one visible"):
         model.predict_views(images, torch.ones(2, 16, dtype=torch.bool))
+
+
+def test_input_normalisation_is_undone_on_the_output():
+    from maskad_core.model import INPUT_NORMS
+
+    mean, std = INPUT_NORMS["imagenet"]
+    model = MaskedAutoencoder(img_size=32, patch_size=8, embed_dim=32, num_heads=2,
+                              decoder_embed_dim=32, decoder_num_heads=2, pixel_mean=mean,
+                              pixel_std=std).eval()
+    torch.nn.init.zeros_(model.decoder_pred.weight)
+    torch.nn.init.zeros_(model.decoder_pred.bias)
+    images = torch.rand(2, 3, 32, 32)
+    views = model.predict_views(images, complementary_masks(16, 0.75))
+    # a zero prediction in the standardised space is the normalisation's mean in pixel space
+    expected = torch.tensor(mean).view(1, 1, 3, 1, 1).expand_as(views)
+    torch.testing.assert_close(views, expected)
+    with pytest.raises(ValueError, match="pixel_mean and pixel_std"):
+        MaskedAutoencoder(img_size=32, patch_size=8, pixel_mean=(0.5,), pixel_std=(0.2,))
