@@ -167,6 +167,19 @@ def check_targets(profile: str, result: dict) -> list[dict]:
     return checks
 
 
+def _cell(profile: dict, kind: str, key: str, category: str) -> str:
+    """Mean over seeds (± their spread when several), then the first seed's bootstrap interval."""
+    seeds = list(profile["seeds"])
+    values = [profile["seeds"][s][kind][category][key] for s in seeds]
+    text = f"{np.mean(values):.3f}"
+    if len(values) > 1:
+        text += f" ± {np.std(values):.3f}"
+    ci = profile["seeds"][seeds[0]][kind][category].get("ci" if key == "auroc" else "eq1_ci")
+    if ci and np.isfinite(ci[0]):
+        text += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+    return text
+
+
 def markdown(record: dict) -> str:
     lines = [f"# Quality benchmark ({record['date']})", "",
              f"Command: `{record['command']}`  ",
@@ -184,21 +197,13 @@ def markdown(record: dict) -> str:
                   + " | ".join(f"floor: {m}" for m in profile["floor"]) + " |",
                   "|---|---|---|---|---|" + "---|" * len(profile["floor"])]
         for category in first["complementary"]:
-            def cell(kind, key="auroc", category=category):
-                values = [profile["seeds"][s][kind][category][key] for s in seeds]
-                text = f"{np.mean(values):.3f}"
-                if len(values) > 1:
-                    text += f" ± {np.std(values):.3f}"
-                ci = profile["seeds"][seeds[0]][kind][category].get(
-                    "ci" if key == "auroc" else "eq1_ci")
-                if ci and np.isfinite(ci[0]):
-                    text += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
-                return text
+            cells = [_cell(profile, kind, key, category) for kind, key in
+                     (("complementary", "auroc"), ("complementary", "eq1"), ("random", "auroc"))]
             floors = [f"{f['mean'] if category == 'mean' else f['per_category'][category]:.3f}"
                       for f in profile["floor"].values()]
             pixel = first["complementary"][category]["pixel_auroc"]
-            lines.append(f"| {category} | {cell('complementary')} | {cell('complementary', 'eq1')} | "
-                         f"{cell('random')} | {'—' if not np.isfinite(pixel) else f'{pixel:.3f}'} | "
+            lines.append(f"| {category} | {' | '.join(cells)} | "
+                         f"{'—' if not np.isfinite(pixel) else f'{pixel:.3f}'} | "
                          + " | ".join(floors) + " |")
         lines += ["", "Training minutes: " + ", ".join(
             f"{k} {v:.1f}" for k, v in first["train_minutes"].items()) + "; floor fit+score seconds: "

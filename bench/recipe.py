@@ -56,6 +56,9 @@ VARIANTS: dict[str, dict[str, dict]] = {
     "epochs": {"epochs-80": {"adam_beta2": 0.95, "epochs": 80}},
     "wd": {"wd-0": {"adam_beta2": 0.95, "weight_decay": 0.0}},
     "norm": {"input-norm": {"adam_beta2": 0.95, "input_norm": "imagenet"}},
+    # the SSIM term holds training at the mean colour (diagnosed on one category): reweight it
+    "lossw": {"norm-l1-only": {"adam_beta2": 0.95, "input_norm": "imagenet", "ssim_weight": 0.0},
+              "norm-ssim-0.1": {"adam_beta2": 0.95, "input_norm": "imagenet", "ssim_weight": 0.1}},
 }
 
 SCORING_GRID = dict(partitions=(1, 4), kinds=("l2", "l2_centered", "l1", "ssim"),
@@ -162,6 +165,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data", default="synthetic-seed1")
     parser.add_argument("--variants", default="start,betas", help="comma-separated groups")
     parser.add_argument("--base", default="{}", help="JSON overrides of BASE for every variant")
+    parser.add_argument("--only", default="", help="only these variant names (comma-separated)")
     parser.add_argument("--maskings", default="", help="test maskings (default: the training one)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: two searches side by side on a shared 2-core machine)")
@@ -177,6 +181,8 @@ def main(argv=None) -> int:
     out = RESULTS / f"{args.study}.jsonl"
     for group in args.variants.split(","):
         for name, overrides in VARIANTS[group].items():
+            if args.only and name not in args.only.split(","):
+                continue
             run_variant(args.study, args.data, name, overrides, base, maskings, out)
     return 0
 

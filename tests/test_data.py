@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from scipy import ndimage
 from PIL import Image
+from scipy import ndimage
 from torch.utils.data import DataLoader
 
 from maskad_core.data import (
