@@ -59,6 +59,11 @@ VARIANTS: dict[str, dict[str, dict]] = {
     # the SSIM term holds training at the mean colour (diagnosed on one category): reweight it
     "lossw": {"norm-l1-only": {"adam_beta2": 0.95, "input_norm": "imagenet", "ssim_weight": 0.0},
               "norm-ssim-0.1": {"adam_beta2": 0.95, "input_norm": "imagenet", "ssim_weight": 0.1}},
+    # on top of the reweighted loss: width and length
+    "scale": {"ssim-0.1-wide-192": {"adam_beta2": 0.95, "input_norm": "imagenet", "ssim_weight": 0.1,
+                                    "embed_dim": 192, "num_heads": 6, "decoder_embed_dim": 128},
+              "ssim-0.1-epochs-80": {"adam_beta2": 0.95, "input_norm": "imagenet",
+                                     "ssim_weight": 0.1, "epochs": 80}},
 }
 
 SCORING_GRID = dict(partitions=(1, 4), kinds=("l2", "l2_centered", "l1", "ssim"),

@@ -51,9 +51,11 @@ def _pair(shape=(2, 3, 32, 32), seed=0):
 
 
 def test_defaults_are_exposed_and_documented():
-    assert (DEFAULT_SSIM_WEIGHT, DEFAULT_L1_WEIGHT) == (1.0, 1.0)
+    from maskad_core.recipe_log import chosen_defaults
+
+    assert DEFAULT_SSIM_WEIGHT == chosen_defaults()["ssim_weight"] and DEFAULT_L1_WEIGHT == 1.0
     assert 0 < DEFAULT_LPIPS_WEIGHT < DEFAULT_L1_WEIGHT
-    assert "DEFAULT_LPIPS_WEIGHT" in losses.__doc__
+    assert "DEFAULT_LPIPS_WEIGHT" in losses.__doc__ and "recipe_log" in losses.__doc__
 
 
 @pytest.mark.parametrize(
@@ -149,7 +151,8 @@ def test_lpips_auto_without_weights_warns_once_and_continues(empty_hub, capsys):
     total, parts = loss(recon, target)
     components = {name: part.item() for name, part in parts.items()}
     assert components["lpips"] == 0.0
-    assert components["total"] == pytest.approx(components["ssim"] + components["l1"], rel=1e-6)
+    assert components["total"] == pytest.approx(
+        DEFAULT_SSIM_WEIGHT * components["ssim"] + DEFAULT_L1_WEIGHT * components["l1"], rel=1e-6)
     assert capsys.readouterr().out == ""
 
 
@@ -200,7 +203,8 @@ def test_lpips_loaded_from_hub_folder(hub_with_alexnet, mode, capsys):
     total, parts = loss(recon, target)
     components = {name: part.item() for name, part in parts.items()}
     assert components["lpips"] > 0.0
-    expected = components["ssim"] + components["l1"] + DEFAULT_LPIPS_WEIGHT * components["lpips"]
+    expected = (DEFAULT_SSIM_WEIGHT * components["ssim"] + DEFAULT_L1_WEIGHT * components["l1"]
+                + DEFAULT_LPIPS_WEIGHT * components["lpips"])
     assert components["total"] == pytest.approx(expected, rel=1e-5)
     total.backward()
     assert recon.grad.abs().sum() > 0
