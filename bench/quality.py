@@ -142,7 +142,7 @@ def check_targets(profile: str, result: dict) -> list[dict]:
     checks = []
     for name, threshold in targets.items():
         if name == "train_minutes":
-            value = mean_of(["train_minutes", "complementary"])
+            value = max(seed["train_minutes"]["complementary"] for seed in seeds)  # every run
             checks.append({"target": f"main model training <= {threshold:g} min", "value": value,
                            "met": value <= threshold})
         elif name == "margin_over_random":
