@@ -215,13 +215,14 @@ def metrics_table(metrics: dict) -> pd.DataFrame:
     rows = {**metrics["per_category"], "mean": metrics["mean"]}
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index.name = "category"
-    columns = ["n_test", "n_good", "n_defective", *METRIC_NAMES, "image_note", "pixel_note"]
+    columns = ["n_test", "n_good", "n_defective", *METRIC_NAMES,
+               *(f"{name}_ci" for name in IMAGE_METRICS), "image_note", "pixel_note"]
     return frame[[c for c in columns if c in frame.columns]]
 
 
 def format_table(table: pd.DataFrame) -> str:
     """The table as text: metrics to 3 decimals, notes below it."""
-    shown = table[[c for c in table.columns if not c.endswith("_note")]].copy()
+    shown = table[[c for c in table.columns if not c.endswith(("_note", "_ci"))]].copy()
     for column in METRIC_NAMES:
         if column in shown:
             shown[column] = shown[column].map(lambda v: "nan" if math.isnan(v) else f"{v:.3f}")

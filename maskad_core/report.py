@@ -9,6 +9,8 @@ Table 2 grid (05) and the histogram statistics of Figure 3 (06).
 
 from __future__ import annotations
 
+import dataclasses
+
 from collections.abc import Iterable, Mapping, Sequence
 from math import comb
 from pathlib import Path
@@ -226,8 +228,13 @@ def defect_visibility(test_set, indices: Sequence[int], random: tuple, complemen
     is scored with its own seeded masks, exactly as in the evaluation. Returns a DataFrame, one row
     per defective image with a non-empty ground-truth mask, and the ``keep`` images whose defect lay
     most in visible patches: {index: (image, defect, visible, random map, complementary map)}.
+    The maps are the raw squared error, whatever the configs' default score.
     """
     (random_model, random_config), (comp_model, comp_config) = random, complementary
+    # the raw squared error (eq. 1's per-pixel term): smoothing or centring would blur the exact
+    # zero that random masking leaves on a visible defect
+    random_config = dataclasses.replace(random_config, anomaly_map="l2", smooth_sigma=0.0)
+    comp_config = dataclasses.replace(comp_config, anomaly_map="l2", smooth_sigma=0.0)
     rows, examples, fractions = [], {}, {}
     for start in range(0, len(indices), batch_size):
         chosen = list(indices[start:start + batch_size])
@@ -262,15 +269,48 @@ def _mean_or_nan(values: torch.Tensor, where: torch.Tensor) -> float:
 
 
 # --------------------------------------------------------------------------- 04: Table 1
-OURS = "ours (complementary, mean score)"
-RANDOM = "vanilla MAE (random mask), same budget"
+OURS = "ours (complementary), default score"
+OURS_INTERVAL = "ours: 95% interval"
+OURS_EQ1 = "ours, eq. 1"
+RANDOM = "random mask (vanilla MAE), same budget"
+RANDOM_INTERVAL = "random: 95% interval"
+VERDICT = "ours vs random"
 
 
-def table1_frame(ours: pd.DataFrame, random: pd.DataFrame, *, comparable: bool) -> pd.DataFrame:
-    """Per category (and a mean row): test images, our image AUROC, the random-mask baseline's;
-    for MVTec AD data also the paper's four columns, their mean over the same categories."""
-    frame = pd.DataFrame({"n_test": ours["n_test"], OURS: ours["image_auroc_mean"],
-                          RANDOM: random["image_auroc_mean"]})
+def format_interval(interval) -> str:
+    """"[0.912, 0.987]", or "-" where there is none (a mean row, or one class only)."""
+    if not isinstance(interval, (list, tuple)) or not all(np.isfinite(interval)):
+        return "-"
+    return f"[{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def interval_verdict(first, second) -> str:
+    """"higher" or "lower" when two 95% intervals do not overlap, else "not resolved"."""
+    if not all(isinstance(i, (list, tuple)) and all(np.isfinite(i)) for i in (first, second)):
+        return "-"
+    if first[0] > second[1]:
+        return "higher"
+    if first[1] < second[0]:
+        return "lower"
+    return "not resolved"
+
+
+def table1_frame(ours: pd.DataFrame, random: pd.DataFrame, *, comparable: bool,
+                 reduction: str = "max") -> pd.DataFrame:
+    """Per category (and a mean row): test images; our image AUROC with the default score (the
+    ``reduction`` of the configured map) and its 95% bootstrap interval; the paper's eq. 1 score; the
+    random-mask baseline's default score and interval; whether ours is higher, lower or not resolved
+    by the intervals. For MVTec AD data also the paper's four columns, their mean over the same
+    categories."""
+    key = f"image_auroc_{reduction}"
+    ours_ci = ours.get(f"{key}_ci", pd.Series(index=ours.index, dtype=object))
+    random_ci = random.get(f"{key}_ci", pd.Series(index=random.index, dtype=object))
+    frame = pd.DataFrame({
+        "n_test": ours["n_test"], OURS: ours[key], OURS_INTERVAL: ours_ci.map(format_interval),
+        OURS_EQ1: ours["image_auroc_eq1"], RANDOM: random[key],
+        RANDOM_INTERVAL: random_ci.map(format_interval),
+        VERDICT: [interval_verdict(a, b) for a, b in zip(ours_ci, random_ci, strict=True)],
+    })
     if comparable:
         printed = paper.table1()
         for column in printed.columns:
@@ -319,9 +359,10 @@ def table1_gap_statement(config: TrainConfig, frame: pd.DataFrame, *, comparable
 
 
 def reduction_frame(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """Image AUROC per category with each score reduction, for each model ({label: metrics table})."""
+    """Image AUROC per category with each reduction of the default map and with eq. 1, for each
+    model ({label: metrics table})."""
     return pd.DataFrame({f"{label}: {r}": table[f"image_auroc_{r}"]
-                         for label, table in tables.items() for r in REDUCTIONS})
+                         for label, table in tables.items() for r in (*REDUCTIONS, "eq1")})
 
 
 def pixel_frame(ours: pd.DataFrame, random: pd.DataFrame) -> pd.DataFrame:
@@ -378,11 +419,11 @@ def paper_best_cell() -> tuple[str, float, float]:
 
 # --------------------------------------------------------------------------- 06: Figure 3
 def score_histogram(scores: pd.DataFrame, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(edges, normal counts, anomalous counts, overlap = the smaller of the two) of ``score_mean``,
-    with bins shared by both classes."""
-    edges = np.histogram_bin_edges(scores["score_mean"], bins=bins)
-    normal, _ = np.histogram(scores.loc[scores["label"] == 0, "score_mean"], bins=edges)
-    anomalous, _ = np.histogram(scores.loc[scores["label"] == 1, "score_mean"], bins=edges)
+    """(edges, normal counts, anomalous counts, overlap = the smaller of the two) of the paper's
+    eq. 1 score (``score_eq1``), with bins shared by both classes."""
+    edges = np.histogram_bin_edges(scores["score_eq1"], bins=bins)
+    normal, _ = np.histogram(scores.loc[scores["label"] == 0, "score_eq1"], bins=edges)
+    anomalous, _ = np.histogram(scores.loc[scores["label"] == 1, "score_eq1"], bins=edges)
     return edges, normal, anomalous, np.minimum(normal, anomalous)
 
 

@@ -148,11 +148,14 @@ def test_defect_visibility_copies_visible_defects_through(data_root):
 
 # --------------------------------------------------------------------------- notebook 04
 def _metrics_table(categories, auroc):
-    rows = {c: {"n_test": 10, "image_auroc_mean": a, "image_auroc_max": a - 0.1, "image_auroc_topk": a,
-                "pixel_auroc": 0.9, "pixel_aupro": 0.8, "pixel_note": ""} for c, a in zip(categories, auroc, strict=True)}
+    rows = {c: {"n_test": 10, "image_auroc_mean": a - 0.1, "image_auroc_max": a, "image_auroc_topk": a,
+                "image_auroc_eq1": a - 0.2, "pixel_auroc": 0.9, "pixel_aupro": 0.8, "pixel_note": "",
+                "image_auroc_max_ci": [a - 0.03, a + 0.03]}
+            for c, a in zip(categories, auroc, strict=True)}
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.loc["mean"] = frame.mean(numeric_only=True)
     frame.loc["mean", "pixel_note"] = ""
+    frame.loc["mean", "image_auroc_max_ci"] = None
     frame.loc["mean", "n_test"] = 10 * len(categories)
     return frame
 
@@ -161,8 +164,12 @@ def test_table1_beside_the_paper_only_for_mvtec_categories():
     config = profiles.train_config(profiles.load_profile("mvtec"), categories=["bottle", "screw"])
     ours, random = _metrics_table(["bottle", "screw"], [0.9, 0.6]), _metrics_table(["bottle", "screw"], [0.8, 0.5])
     frame = report.table1_frame(ours, random, comparable=True)
-    assert list(frame.columns) == ["n_test", report.OURS, report.RANDOM, "paper: MKD", "paper: U-Net",
-                                   "paper: DAGAN", "paper: paper"]
+    assert list(frame.columns) == ["n_test", report.OURS, report.OURS_INTERVAL, report.OURS_EQ1,
+                                   report.RANDOM, report.RANDOM_INTERVAL, report.VERDICT,
+                                   "paper: MKD", "paper: U-Net", "paper: DAGAN", "paper: paper"]
+    assert frame.loc["bottle", report.OURS_INTERVAL] == "[0.870, 0.930]"
+    assert frame.loc["bottle", report.OURS_EQ1] == pytest.approx(0.7)
+    assert frame[report.VERDICT].to_dict() == {"bottle": "higher", "screw": "higher", "mean": "-"}
     assert frame.loc["bottle", "paper: paper"] == 0.993 and frame.loc["screw", "paper: paper"] == 0.804
     assert frame.loc["mean", "paper: paper"] == pytest.approx((0.993 + 0.804) / 2)
     sentence = report.table1_comparability(config, frame, comparable=True)
@@ -175,18 +182,30 @@ def test_table1_on_synthetic_data_says_it_is_not_comparable():
     config = profiles.train_config(profiles.load_profile("smoke"))
     ours, random = _metrics_table(["brick", "screw"], [0.7, 0.5]), _metrics_table(["brick", "screw"], [0.6, 0.5])
     frame = report.table1_frame(ours, random, comparable=False)
-    assert list(frame.columns) == ["n_test", report.OURS, report.RANDOM]
+    assert list(frame.columns) == ["n_test", report.OURS, report.OURS_INTERVAL, report.OURS_EQ1,
+                                   report.RANDOM, report.RANDOM_INTERVAL, report.VERDICT]
     assert "NOT comparable" in report.table1_comparability(config, frame, comparable=False)
     gap = report.table1_gap_statement(config, frame, comparable=False)
     assert "mean image AUROC of 0.895" in gap and "This study's 0.600" in gap
     assert "measure different things" in gap
 
 
+def test_interval_verdicts_need_separated_intervals():
+    assert report.interval_verdict([0.9, 0.95], [0.8, 0.89]) == "higher"
+    assert report.interval_verdict([0.7, 0.8], [0.81, 0.9]) == "lower"
+    assert report.interval_verdict([0.7, 0.85], [0.8, 0.9]) == "not resolved"
+    assert report.interval_verdict(None, [0.8, 0.9]) == "-"
+    assert report.format_interval([0.81234, 0.9]) == "[0.812, 0.900]"
+    assert report.format_interval([float("nan"), float("nan")]) == "-"
+
+
 def test_reduction_and_pixel_frames():
     ours, random = _metrics_table(["a", "b"], [0.7, 0.5]), _metrics_table(["a", "b"], [0.6, 0.4])
     frame = report.reduction_frame({"complementary": ours, "random": random})
-    assert list(frame.columns) == [f"{m}: {r}" for m in ("complementary", "random") for r in ("mean", "max", "topk")]
-    assert frame.loc["a", "random: max"] == pytest.approx(0.5)
+    assert list(frame.columns) == [f"{m}: {r}" for m in ("complementary", "random")
+                                   for r in ("mean", "max", "topk", "eq1")]
+    assert frame.loc["a", "random: max"] == pytest.approx(0.6)
+    assert frame.loc["a", "random: eq1"] == pytest.approx(0.4)
     pixels = report.pixel_frame(ours, random)
     assert list(pixels.columns) == ["pixel AUROC (complementary)", "AUPRO (complementary)",
                                     "pixel AUROC (random)", "AUPRO (random)", "note"]
@@ -210,7 +229,7 @@ def test_histogram_statistics_per_category():
     scores = pd.DataFrame({
         "category": ["a"] * 6 + ["b"] * 4,
         "label": [0, 0, 0, 1, 1, 1, 0, 1, 0, 1],
-        "score_mean": [0.0, 0.1, 0.2, 0.2, 0.9, 1.0, 0.0, 0.0, 1.0, 1.0],
+        "score_eq1": [0.0, 0.1, 0.2, 0.2, 0.9, 1.0, 0.0, 0.0, 1.0, 1.0],
     })
     edges, normal, anomalous, overlap = report.score_histogram(scores[scores.category == "a"], bins=2)
     assert np.allclose(edges, [0.0, 0.5, 1.0])
