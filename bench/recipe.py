@@ -130,6 +130,48 @@ def score_grid(model, config: TrainConfig, maskings, grid=SCORING_GRID):
     return rows
 
 
+# The plateau probe: one generated category, a few hundred steps, how far the reconstruction has
+# moved from a flat image (its spatial std against the image's) under each loss weighting.
+PLATEAU_LOSSES = {"SSIM + L1, equal weights": (1.0, 1.0), "SSIM 0.1 + L1": (0.1, 1.0),
+                  "L1 alone": (0.0, 1.0), "SSIM alone": (1.0, 0.0)}
+
+
+def plateau_probe(data: str, category: str = "cap", steps: int = 300, every: int = 50,
+                  batch: int = 16) -> list[dict]:
+    """Train BASE's model (with input standardisation and betas 0.95) on one category's training
+    images for ``steps`` steps under each loss of PLATEAU_LOSSES; every ``every`` steps record the
+    loss and the mean spatial std of the reconstruction and of the images (same seed for all)."""
+    from maskad_core.losses import ReconstructionLoss
+    from maskad_core.model import build_model
+    from maskad_core.train import batch_masks, make_optimizer
+
+    rows = []
+    for label, (ssim_weight, l1_weight) in PLATEAU_LOSSES.items():
+        config = TrainConfig(**{**BASE, "data_root": resolve_data(data), "categories": [category],
+                                "augment": [], "adam_beta2": 0.95, "input_norm": "imagenet",
+                                "ssim_weight": ssim_weight, "l1_weight": l1_weight}).validate()
+        train_set, _ = open_dataset(config, "train")
+        images = torch.stack([train_set[i]["image"] for i in range(len(train_set))])
+        torch.manual_seed(0)
+        model = build_model(config)
+        criterion = ReconstructionLoss(ssim_weight, l1_weight, 0.0, lpips="off")
+        optimizer = make_optimizer(model, config)
+        generator = torch.Generator().manual_seed(0)
+        for step in range(1, steps + 1):
+            x = images[torch.randint(0, len(images), (batch,), generator=generator)]
+            recon = model(x, batch_masks(config, model.num_patches, batch, generator))
+            loss, _ = criterion(recon, x)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if step % every == 0:
+                rows.append({"loss": label, "step": step, "value": float(loss),
+                             "recon_std": float(recon.detach().std(dim=(2, 3)).mean()),
+                             "image_std": float(x.std(dim=(2, 3)).mean()), "category": category,
+                             "data": data, "lr": config.lr, "batch": batch})
+    return rows
+
+
 def machine() -> dict:
     from bench.machine import machine_info
 
@@ -174,12 +216,23 @@ def main(argv=None) -> int:
     parser.add_argument("--maskings", default="", help="test maskings (default: the training one)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: two searches side by side on a shared 2-core machine)")
+    parser.add_argument("--plateau", action="store_true",
+                        help="run the plateau probe instead (writes <study>-plateau.jsonl)")
     parser.add_argument("--list", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.list:
         for group, variants in VARIANTS.items():
             print(group, json.dumps(variants))
+        return 0
+    if args.plateau:
+        out = RESULTS / f"{args.study}-plateau.jsonl"
+        rows = plateau_probe(args.data)
+        record = {"machine": machine(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        with out.open("a") as handle:
+            for row in rows:
+                handle.write(json.dumps({**record, **row}) + "\n")
+                print(row["loss"], row["step"], f"{row['recon_std']:.3f} / {row['image_std']:.3f}")
         return 0
     base = {**BASE, **json.loads(args.base)}
     maskings = tuple(m for m in args.maskings.split(",") if m)

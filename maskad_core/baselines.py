@@ -226,7 +226,7 @@ def evaluate_baseline(method: str, data_root: str | Path | None = None, categori
         # a defective image whose mask is missing has an all-zero one: keep it out of pixel metrics
         with_mask = torch.tensor([s.has_mask for s in samples])
         pixel = (maps[with_mask], masks[with_mask]) if with_mask.any() else (None, None)
-        per_category[category] = {**category_metrics(rows, *pixel, category),
+        per_category[category] = {**category_metrics(rows, *pixel, category, headline="max"),
                                   "n_train": int(train_images.shape[0]), "load_s": load_s,
                                   "fit_s": fit_s, "score_s": score_s}
         frames.append(rows)
@@ -237,7 +237,7 @@ def evaluate_baseline(method: str, data_root: str | Path | None = None, categori
     evaluation = {
         "per_category": per_category,
         "mean": mean,
-        "image_auroc": mean["image_auroc_mean"],
+        "image_auroc": mean[HEADLINE_METRIC],
         "evaluation": {"method": method, "training_free": True, "data_root": str(root),
                        "synthetic": synthetic, "image_size": image_size,
                        "max_train_images_per_category": max_train_images_per_category,

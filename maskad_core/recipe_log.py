@@ -94,3 +94,59 @@ def decision_table(log: dict | None = None, directory: str | Path | None = None)
             out.append({"setting": decision["setting"], "chosen": str(decision["chosen"]),
                         "data": study, **row, "is_chosen": row["option"] == decision["chosen_option"]})
     return pd.DataFrame(out)
+
+
+# --------------------------------------------------------------------------- the quality record
+QUALITY_FILE = MEASUREMENTS_DIR.parent / "quality.json"
+
+
+def load_quality(path: str | Path | None = None) -> dict | None:
+    """The record of ``python -m bench.quality`` (bench/results/quality.json), or None if absent."""
+    path = Path(path or QUALITY_FILE)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def quality_table(profile: dict) -> pd.DataFrame:
+    """One profile of the quality record as a table: per category the default score with its
+    interval (mean over seeds when several), eq. 1, the random-mask baseline, pixel AUROC and the
+    training-free floor."""
+    seeds = list(profile["seeds"].values())
+    first = seeds[0]
+    rows = {}
+    for category in first["complementary"]:
+        def mean(kind, key, category=category):
+            return float(sum(s[kind][category][key] for s in seeds) / len(seeds))
+
+        row = {"default score": mean("complementary", "auroc"),
+               "95% interval": _interval_text(first["complementary"][category].get("ci")),
+               "eq. 1": mean("complementary", "eq1"),
+               "random mask": mean("random", "auroc"),
+               "random: 95% interval": _interval_text(first["random"][category].get("ci")),
+               "pixel AUROC": first["complementary"][category]["pixel_auroc"]}
+        for method, floor in profile["floor"].items():
+            row[f"floor: {method}"] = (floor["mean"] if category == "mean"
+                                       else floor["per_category"][category])
+        rows[category] = row
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.index.name = "category"
+    return frame
+
+
+def _interval_text(interval) -> str:
+    if not interval or any(value != value for value in interval):  # None or NaN
+        return "-"
+    return f"[{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def masking_2x2(profile: dict) -> pd.DataFrame:
+    """Mean image AUROC (default score) of the first seed: rows trained with, columns tested with."""
+    crossed = next(iter(profile["seeds"].values()))["test_masking_2x2"]
+    frame = pd.DataFrame({trained: {tested: row[tested] for tested in ("complementary", "random")}
+                          for trained, row in crossed.items()}).T
+    frame.index.name, frame.columns.name = "trained with", "tested with"
+    return frame
+
+
+def training_curve(profile: dict) -> pd.DataFrame:
+    """AUROC of the kept weight snapshots against training minutes (first seed)."""
+    return pd.DataFrame(next(iter(profile["seeds"].values()))["curve"])

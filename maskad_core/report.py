@@ -10,7 +10,6 @@ Table 2 grid (05) and the histogram statistics of Figure 3 (06).
 from __future__ import annotations
 
 import dataclasses
-
 from collections.abc import Iterable, Mapping, Sequence
 from math import comb
 from pathlib import Path
@@ -317,6 +316,27 @@ def table1_frame(ours: pd.DataFrame, random: pd.DataFrame, *, comparable: bool,
             frame[f"paper: {column}"] = printed[column].reindex(frame.index)
         same = shared_categories(frame)
         frame.loc["mean", [f"paper: {c}" for c in printed.columns]] = printed.loc[same].mean().values
+    frame.index.name = "category"
+    return frame
+
+
+def floor_frame(ours: pd.DataFrame, floors: Mapping[str, dict], *, reduction: str = "max") -> pd.DataFrame:
+    """Per category: our default-score image AUROC and interval beside each training-free
+    detector's (``floors``: {method: evaluation of baselines.evaluate_baseline}, scored by the max of
+    its smoothed map) and whether ours clears that floor by the intervals."""
+    key = f"image_auroc_{reduction}"
+    ours_ci = ours.get(f"{key}_ci", pd.Series(index=ours.index, dtype=object))
+    frame = pd.DataFrame({OURS: ours[key], OURS_INTERVAL: ours_ci.map(format_interval)})
+    for method, evaluation in floors.items():
+        rows = {**evaluation["per_category"], "mean": evaluation["mean"]}
+        auroc = pd.Series({c: rows[c]["image_auroc_max"] for c in rows}).reindex(frame.index)
+        interval = pd.Series({c: rows[c].get("image_auroc_max_ci") for c in rows},
+                             dtype=object).reindex(frame.index)
+        frame[f"floor: {method}"] = auroc
+        frame[f"floor: {method}: 95% interval"] = interval.map(format_interval)
+        frame[f"ours vs {method}"] = [
+            {"higher": "clears it", "lower": "below it", "not resolved": "not resolved"}.get(
+                interval_verdict(a, b), "-") for a, b in zip(ours_ci, interval, strict=True)]
     frame.index.name = "category"
     return frame
 

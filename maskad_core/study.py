@@ -35,6 +35,7 @@ NOTEBOOKS = (
     "04_table1",
     "05_table2_ablation",
     "06_figure3_histograms",
+    "07_making_it_detect",
 )
 #: The order they are executed in: 03 trains the main model that 04, 05, 06 and 01 re-use.
 EXECUTION_ORDER = (
@@ -44,6 +45,7 @@ EXECUTION_ORDER = (
     "05_table2_ablation",
     "06_figure3_histograms",
     "01_mae_baseline_failure",
+    "07_making_it_detect",
 )
 #: What the book build needs besides the executed notebooks (owned by the book's authors).
 BOOK_SOURCES = ("_config.yml", "_toc.yml", "references.bib", "book", "bench/results")

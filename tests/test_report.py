@@ -239,3 +239,19 @@ def test_histogram_statistics_per_category():
     assert statistics.loc["a", "overlap_fraction"] == pytest.approx(2 / 6)
     assert statistics.loc["b", "top_bin_anomalous_fraction"] == 0.5  # top bin: one of each
     assert statistics.loc["b", "overlap_fraction"] == 1.0
+
+
+def test_floor_frame_says_whether_the_model_clears_each_floor():
+    ours = _metrics_table(["bottle", "screw"], [0.9, 0.6])
+
+    def floor(values, widths):
+        rows = {c: {"image_auroc_max": v, "image_auroc_max_ci": [v - w, v + w]}
+                for c, v, w in zip(["bottle", "screw"], values, widths, strict=True)}
+        return {"per_category": rows, "mean": {"image_auroc_max": sum(values) / 2}}
+
+    frame = report.floor_frame(ours, {"gaussian": floor([0.98, 0.4], [0.01, 0.05]),
+                                      "nn": floor([0.88, 0.62], [0.03, 0.05])})
+    assert frame["ours vs gaussian"].to_dict() == {"bottle": "below it", "screw": "clears it", "mean": "-"}
+    assert frame["ours vs nn"].to_dict() == {"bottle": "not resolved", "screw": "not resolved", "mean": "-"}
+    assert frame.loc["mean", "floor: gaussian"] == pytest.approx(0.69)
+    assert frame.loc["screw", "floor: nn: 95% interval"] == "[0.570, 0.670]"
