@@ -239,6 +239,12 @@ def run_study(
         result.seconds[name] = time.perf_counter() - start
         result.executed.append(output)
         log(f"[{profile}] {name} done in {result.seconds[name]:.1f} s")
+    if notebooks is None:  # a whole edition: record what produced it
+        from maskad_core.edition import write_edition
+        from maskad_core.report import hardware_description
+
+        write_edition(executed_dir, profile, params, root / "notebooks", result.seconds,
+                      hardware_description())
     if build_book:
         start = time.perf_counter()
         result.html_dir = build_book_html(root, log=log)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from train_fixtures import tiny_config
 
-from maskad_core import paper, profiles, report
+from maskad_core import comparison, paper, profiles, report
 from maskad_core.data import MVTecAD
 from maskad_core.model import build_model
 
@@ -163,50 +163,50 @@ def _metrics_table(categories, auroc):
 def test_table1_beside_the_paper_only_for_mvtec_categories():
     config = profiles.train_config(profiles.load_profile("mvtec"), categories=["bottle", "screw"])
     ours, random = _metrics_table(["bottle", "screw"], [0.9, 0.6]), _metrics_table(["bottle", "screw"], [0.8, 0.5])
-    frame = report.table1_frame(ours, random, comparable=True)
-    assert list(frame.columns) == ["n_test", report.OURS, report.OURS_INTERVAL, report.OURS_EQ1,
-                                   report.RANDOM, report.RANDOM_INTERVAL, report.VERDICT,
+    frame = comparison.table1_frame(ours, random, comparable=True)
+    assert list(frame.columns) == ["n_test", comparison.OURS, comparison.OURS_INTERVAL, comparison.OURS_EQ1,
+                                   comparison.RANDOM, comparison.RANDOM_INTERVAL, comparison.VERDICT,
                                    "paper: MKD", "paper: U-Net", "paper: DAGAN", "paper: paper"]
-    assert frame.loc["bottle", report.OURS_INTERVAL] == "[0.870, 0.930]"
-    assert frame.loc["bottle", report.OURS_EQ1] == pytest.approx(0.7)
-    assert frame[report.VERDICT].to_dict() == {"bottle": "higher", "screw": "higher", "mean": "-"}
+    assert frame.loc["bottle", comparison.OURS_INTERVAL] == "[0.870, 0.930]"
+    assert frame.loc["bottle", comparison.OURS_EQ1] == pytest.approx(0.7)
+    assert frame[comparison.VERDICT].to_dict() == {"bottle": "higher", "screw": "higher", "mean": "-"}
     assert frame.loc["bottle", "paper: paper"] == 0.993 and frame.loc["screw", "paper: paper"] == 0.804
     assert frame.loc["mean", "paper: paper"] == pytest.approx((0.993 + 0.804) / 2)
-    sentence = report.table1_comparability(config, frame, comparable=True)
+    sentence = comparison.table1_comparability(config, frame, comparable=True)
     assert "directly comparable" in sentence and "on 2 of the 15 categories" in sentence
-    gaps = report.table1_gap_statement(config, frame, comparable=True)
+    gaps = comparison.table1_gap_statement(config, frame, comparable=True)
     assert "bottle -0.093, screw -0.204" in gaps and "1000 epochs at 224 px" in gaps
 
 
 def test_table1_on_synthetic_data_says_it_is_not_comparable():
     config = profiles.train_config(profiles.load_profile("smoke"))
     ours, random = _metrics_table(["brick", "screw"], [0.7, 0.5]), _metrics_table(["brick", "screw"], [0.6, 0.5])
-    frame = report.table1_frame(ours, random, comparable=False)
-    assert list(frame.columns) == ["n_test", report.OURS, report.OURS_INTERVAL, report.OURS_EQ1,
-                                   report.RANDOM, report.RANDOM_INTERVAL, report.VERDICT]
-    assert "NOT comparable" in report.table1_comparability(config, frame, comparable=False)
-    gap = report.table1_gap_statement(config, frame, comparable=False)
+    frame = comparison.table1_frame(ours, random, comparable=False)
+    assert list(frame.columns) == ["n_test", comparison.OURS, comparison.OURS_INTERVAL, comparison.OURS_EQ1,
+                                   comparison.RANDOM, comparison.RANDOM_INTERVAL, comparison.VERDICT]
+    assert "NOT comparable" in comparison.table1_comparability(config, frame, comparable=False)
+    gap = comparison.table1_gap_statement(config, frame, comparable=False)
     assert "mean image AUROC of 0.895" in gap and "This study's 0.600" in gap
     assert "measure different things" in gap
 
 
 def test_interval_verdicts_need_separated_intervals():
-    assert report.interval_verdict([0.9, 0.95], [0.8, 0.89]) == "higher"
-    assert report.interval_verdict([0.7, 0.8], [0.81, 0.9]) == "lower"
-    assert report.interval_verdict([0.7, 0.85], [0.8, 0.9]) == "not resolved"
-    assert report.interval_verdict(None, [0.8, 0.9]) == "-"
-    assert report.format_interval([0.81234, 0.9]) == "[0.812, 0.900]"
-    assert report.format_interval([float("nan"), float("nan")]) == "-"
+    assert comparison.interval_verdict([0.9, 0.95], [0.8, 0.89]) == "higher"
+    assert comparison.interval_verdict([0.7, 0.8], [0.81, 0.9]) == "lower"
+    assert comparison.interval_verdict([0.7, 0.85], [0.8, 0.9]) == "not resolved"
+    assert comparison.interval_verdict(None, [0.8, 0.9]) == "-"
+    assert comparison.format_interval([0.81234, 0.9]) == "[0.812, 0.900]"
+    assert comparison.format_interval([float("nan"), float("nan")]) == "-"
 
 
 def test_reduction_and_pixel_frames():
     ours, random = _metrics_table(["a", "b"], [0.7, 0.5]), _metrics_table(["a", "b"], [0.6, 0.4])
-    frame = report.reduction_frame({"complementary": ours, "random": random})
+    frame = comparison.reduction_frame({"complementary": ours, "random": random})
     assert list(frame.columns) == [f"{m}: {r}" for m in ("complementary", "random")
                                    for r in ("mean", "max", "topk", "eq1")]
     assert frame.loc["a", "random: max"] == pytest.approx(0.6)
     assert frame.loc["a", "random: eq1"] == pytest.approx(0.4)
-    pixels = report.pixel_frame(ours, random)
+    pixels = comparison.pixel_frame(ours, random)
     assert list(pixels.columns) == ["pixel AUROC (complementary)", "AUPRO (complementary)",
                                     "pixel AUROC (random)", "AUPRO (random)", "note"]
 
@@ -249,7 +249,7 @@ def test_floor_frame_says_whether_the_model_clears_each_floor():
                 for c, v, w in zip(["bottle", "screw"], values, widths, strict=True)}
         return {"per_category": rows, "mean": {"image_auroc_max": sum(values) / 2}}
 
-    frame = report.floor_frame(ours, {"gaussian": floor([0.98, 0.4], [0.01, 0.05]),
+    frame = comparison.floor_frame(ours, {"gaussian": floor([0.98, 0.4], [0.01, 0.05]),
                                       "nn": floor([0.88, 0.62], [0.03, 0.05])})
     assert frame["ours vs gaussian"].to_dict() == {"bottle": "below it", "screw": "clears it", "mean": "-"}
     assert frame["ours vs nn"].to_dict() == {"bottle": "not resolved", "screw": "not resolved", "mean": "-"}

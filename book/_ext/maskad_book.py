@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 from typing import Any
 
 from sphinx.application import Sphinx
@@ -253,7 +254,6 @@ def study_substitutions(srcdir: str) -> tuple[dict[str, str], list[str]]:
     The numbers themselves are pasted with ``{glue:text}``; these substitutions only say how they
     compare (e.g. "higher than"), so that the prose stays true whatever profile produced them.
     """
-    from pathlib import Path
 
     from maskad_core import paper
 
@@ -319,7 +319,6 @@ def bench_substitutions(srcdir: str) -> tuple[dict[str, str], list[str]]:
     the book's sources, then in the repository that holds ``maskad_core`` (a staged copy of the book
     may lack bench/). Returns the substitutions and the problems to warn about.
     """
-    from pathlib import Path
 
     import maskad_core
 
@@ -375,7 +374,25 @@ def add_substitutions(app: Sphinx, config) -> None:
     problems += study_problems
     for problem in problems:
         logger.warning(f"maskad_book: {problem}")
+    subs["edition_status"] = edition_status(app, config)
     config.myst_substitutions = subs
+
+
+def edition_status(app: Sphinx, config) -> str:
+    """Whether book/executed was produced by the code, notebooks and profile in the repository now:
+    said in the build log and in a banner on every page (an info, not a warning: a stale edition is
+    a fact to show, and the build still renders it)."""
+    from maskad_core.edition import read_edition, stale_parts, staleness_message
+
+    executed = Path(app.srcdir) / "book" / "executed"
+    parts = stale_parts(executed, Path(app.srcdir) / "notebooks")
+    message = staleness_message(parts, read_edition(executed))
+    logger.info(f"maskad_book: edition: {message}")
+    if parts:  # stale or missing: a banner on every page
+        options = dict(config.html_theme_options or {})
+        options["announcement"] = message
+        config.html_theme_options = options
+    return message
 
 
 def _redirect_launch_urls(buttons: list[dict[str, Any]]) -> None:
@@ -404,7 +421,6 @@ def write_cross_glued_images(app: Sphinx, exception) -> None:
     import json
     from binascii import a2b_base64
     from mimetypes import guess_extension
-    from pathlib import Path
 
     config = getattr(app.env, "mystnb_config", None)
     if exception is not None or app.builder.format != "html" or config is None:
