@@ -165,7 +165,7 @@ def plateau_probe(data: str, category: str = "cap", steps: int = 300, every: int
             loss.backward()
             optimizer.step()
             if step % every == 0:
-                rows.append({"loss": label, "step": step, "value": float(loss),
+                rows.append({"loss": label, "step": step, "value": float(loss.detach()),
                              "recon_std": float(recon.detach().std(dim=(2, 3)).mean()),
                              "image_std": float(x.std(dim=(2, 3)).mean()), "category": category,
                              "data": data, "lr": config.lr, "batch": batch})

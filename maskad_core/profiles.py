@@ -54,6 +54,16 @@ def load_profile(name: str, overrides: Mapping | Iterable[str] | None = None) ->
     return params
 
 
+DEFAULT_EXECUTED_DIR = "book/executed"
+
+
+def executed_dir(name: str) -> str:
+    """Where ``maskad study --profile NAME`` writes its executed notebooks (relative to the book's
+    root): ``book/executed`` unless the profile names its own edition folder (``executed_dir``), so
+    that the mvtec edition and the default cpu edition live side by side in one book."""
+    return str(_check_profile(name).get("executed_dir", DEFAULT_EXECUTED_DIR))
+
+
 def _check_profile(name: str) -> dict:
     profiles = _profiles()
     if name not in profiles or name.startswith("_"):

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from maskad_core.paths import SOURCE_ROOT
 from maskad_core.profiles import check_required, load_profile, profile_description, profile_names
+from maskad_core.profiles import executed_dir as profile_executed_dir
 
 #: The notebooks in book order (file stems under ``notebooks/``).
 NOTEBOOKS = (
@@ -50,7 +51,6 @@ EXECUTION_ORDER = (
 #: What the book build needs besides the executed notebooks (owned by the book's authors).
 BOOK_SOURCES = ("_config.yml", "_toc.yml", "references.bib", "book", "bench/results")
 NOTEBOOK_SUFFIX = ".md"
-EXECUTED_SUBDIR = Path("book") / "executed"
 HTML_SUBDIR = Path("_build") / "html"
 
 
@@ -214,13 +214,14 @@ def run_study(
     """Execute the notebooks with ``profile``'s parameters, then build the book.
 
     root: the book's root (``_config.yml``, ``notebooks/``); default the repository.
-    executed_dir: where executed notebooks go; default ``<root>/book/executed`` (what ``_toc.yml`` lists).
+    executed_dir: where executed notebooks go; default the profile's edition folder under ``root``
+    (``book/executed``, or ``book/executed-mvtec`` for the mvtec profile: what ``_toc.yml`` lists).
     notebooks: a subset of :data:`NOTEBOOKS` (stems); default all, in :data:`EXECUTION_ORDER`.
     A failing notebook raises :class:`StudyError` naming it, its failing cell and the error; the
     notebooks executed before it stay in ``executed_dir``.
     """
     root = Path(root or SOURCE_ROOT).resolve()
-    executed_dir = Path(executed_dir) if executed_dir else root / EXECUTED_SUBDIR
+    executed_dir = Path(executed_dir) if executed_dir else root / profile_executed_dir(profile)
     params = load_profile(profile, overrides)
     check_required(profile, params)
     selected = list(EXECUTION_ORDER) if notebooks is None else list(notebooks)

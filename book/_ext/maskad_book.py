@@ -379,16 +379,20 @@ def add_substitutions(app: Sphinx, config) -> None:
 
 
 def edition_status(app: Sphinx, config) -> str:
-    """Whether book/executed was produced by the code, notebooks and profile in the repository now:
-    said in the build log and in a banner on every page (an info, not a warning: a stale edition is
-    a fact to show, and the build still renders it)."""
+    """Whether each edition under book/ (book/executed, book/executed-mvtec) was produced by the
+    code, notebooks and profile in the repository now: said in the build log and, when one is
+    stale or missing, in a banner on every page (an info, not a warning: a stale edition is a fact to
+    show, and the build still renders it)."""
     from maskad_core.edition import read_edition, stale_parts, staleness_message
 
-    executed = Path(app.srcdir) / "book" / "executed"
-    parts = stale_parts(executed, Path(app.srcdir) / "notebooks")
-    message = staleness_message(parts, read_edition(executed))
-    logger.info(f"maskad_book: edition: {message}")
-    if parts:  # stale or missing: a banner on every page
+    messages, stale = [], False
+    for executed in sorted((Path(app.srcdir) / "book").glob("executed*")):
+        parts = stale_parts(executed, Path(app.srcdir) / "notebooks")
+        messages.append(staleness_message(parts, read_edition(executed)))
+        stale = stale or parts is None or bool(parts)
+    message = " ".join(messages) or staleness_message(None, None)
+    logger.info(f"maskad_book: editions: {message}")
+    if stale or not messages:
         options = dict(config.html_theme_options or {})
         options["announcement"] = message
         config.html_theme_options = options
