@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -75,13 +76,14 @@ def _floor(config) -> dict:
         evaluation, _ = baselines.evaluate_baseline(
             method, data_root=config.data_root, categories=config.categories,
             image_size=config.image_size,
-            max_train_images_per_category=config.max_train_images_per_category)
+            max_train_images_per_category=config.max_train_images_per_category,
+            max_test_images_per_category=config.max_test_images_per_category)
         out[method] = {"per_category": {c: v["image_auroc_max"] for c, v in
                                         evaluation["per_category"].items()},
                        "mean": evaluation["mean"]["image_auroc_max"],
                        "pixel_auroc": {c: v["pixel_auroc"] for c, v in
                                        evaluation["per_category"].items()},
-                       "seconds": {k: v for k, v in evaluation.items() if k.endswith("seconds")}}
+                       "seconds": {k: evaluation["evaluation"][k] for k in ("fit_s", "score_s")}}
     return out
 
 
@@ -241,7 +243,8 @@ def main(argv=None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     profiles = [measure_profile(p, seeds) for p in args.profiles.split(",")]
     record = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "command": "python -m bench.quality " + " ".join(argv or []),
+              "command": " ".join(["python -m bench.quality",
+                                   *(sys.argv[1:] if argv is None else argv)]),
               "machine": machine(), "load_before": load_before, "load_after": os.getloadavg()[0],
               "wall_minutes": (time.perf_counter() - started) / 60, "profiles": profiles}
     RESULTS.mkdir(parents=True, exist_ok=True)
