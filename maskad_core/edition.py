@@ -35,11 +35,13 @@ def _parameters_digest(params: Mapping) -> str:
 
 
 def fingerprint(params: Mapping, notebooks_dir: str | Path) -> dict[str, str]:
-    """{"code", "notebooks", "parameters"}: one sha256 each, of ``maskad_core``'s .py and .yaml files,
-    of the notebook sources (``*.md`` in ``notebooks_dir``) and of the profile's parameters."""
+    """{"code", "notebooks", "parameters"}: one sha256 each, of ``maskad_core``'s .py and .yaml files
+    (but profiles.yaml), of the notebook sources (``*.md`` in ``notebooks_dir``) and of the profile's parameters."""
     notebooks_dir = Path(notebooks_dir)
+    # profiles.yaml counts through the parameters: a profile's description (its measured times)
+    # may change without making an edition stale
     code = [p for p in PACKAGE_DIR.rglob("*") if p.suffix in CODE_SUFFIXES
-            and "__pycache__" not in p.parts]
+            and "__pycache__" not in p.parts and p.name != "profiles.yaml"]
     return {"code": _digest(code, PACKAGE_DIR),
             "notebooks": _digest(notebooks_dir.glob("*.md"), notebooks_dir),
             "parameters": _parameters_digest(params)}
