@@ -39,6 +39,7 @@ BROWSER_PAGES = [
     ("book/reproduction_report.html", False, False),
     ("book/executed/04_table1.html", False, True),
     ("book/executed/06_figure3_histograms.html", False, True),
+    ("book/executed-mvtec/04_table1.html", False, True),  # the committed MVTec AD edition
 ]
 FIGURE_DIR = "/_images/"  # where Sphinx puts the notebooks' figures (the logo lives in _static)
 PROBE_ID = "maskad-probe"
@@ -62,6 +63,7 @@ window.addEventListener("load", async () => {
   report.mjx_errors = document.querySelectorAll("mjx-merror").length;
   report.mathjax_loaded = Boolean(window.MathJax && MathJax.version);
   report.resources = performance.getEntriesByType("resource").map((entry) => entry.name);
+  report.text = document.body.innerText.slice(0, 100000);
   const out = document.createElement("pre");
   out.id = "maskad-probe";
   out.textContent = JSON.stringify(report);
@@ -264,6 +266,14 @@ def _toc_files(entries) -> list[str]:
         files += _toc_files(entry.get("chapters")) + _toc_files(entry.get("sections"))
         files += _toc_files(entry.get("parts"))
     return files
+
+
+def test_the_committed_mvtec_table1_shows_bottles_interval_in_the_browser(chromium, served_book):
+    base, _ = served_book
+    report = open_in_chromium(chromium, f"{base}/book/executed-mvtec/04_table1.html")
+    rows = [line for line in report["text"].splitlines() if line.strip().startswith("bottle")]
+    assert any(re.search(r"\[[01]\.\d{3}, [01]\.\d{3}\]", row) for row in rows), (
+        "the MVTec AD Table 1 page shows no 95% interval on bottle's row:\n" + "\n".join(rows))
 
 
 def test_every_chapter_of_the_toc_is_built(book_html):

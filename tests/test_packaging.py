@@ -47,14 +47,14 @@ def test_pyproject_names_the_package_the_script_and_jupyter_book_1():
 
 def readme_commands() -> list[str]:
     text = (ROOT / "README.md").read_text()
-    section = text.split("## Two commands", 1)[1].split("\n## ", 1)[0]
+    section = text.split("## Three commands", 1)[1].split("\n## ", 1)[0]
     block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
     return [line.split("#", 1)[0].strip() for line in block.splitlines() if line.strip()]
 
 
-def test_readme_has_exactly_two_setup_commands_and_ci_runs_the_test_one():
+def test_readme_has_exactly_three_setup_commands_and_ci_runs_the_test_one():
     commands = readme_commands()
-    assert commands == ["make study", "make test"]
+    assert commands == ["make book", "make study", "make test"]
     ci = (ROOT / ".ci" / "run").read_text()
     ci_lines = [line.strip() for line in ci.splitlines() if line.strip() and not line.startswith("#")]
     assert "make test" in ci_lines
@@ -62,7 +62,8 @@ def test_readme_has_exactly_two_setup_commands_and_ci_runs_the_test_one():
 
 def test_make_targets_behind_the_readme_commands_install_first():
     makefile = (ROOT / "Makefile").read_text()
-    for target in ("study", "test"):
+    for target in ("book", "study", "test"):
         rule = re.search(rf"^{target}:(.*)$", makefile, re.M)
         assert rule and "install" in rule.group(1).split(), f"make {target} must depend on install"
     assert 'pip install -q -e ".[dev]"' in makefile
+    assert "$(PYTHON) -m venv $(VENV)" in makefile and "VENV ?= .venv" in makefile  # not the system Python
