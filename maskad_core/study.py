@@ -1,4 +1,4 @@
-"""The study: named parameter profiles, the six notebooks executed with papermill, the book built.
+"""The study: named parameter profiles, the seven notebooks executed with papermill, the book built.
 
 The notebooks' sources are MyST Markdown (``notebooks/NAME.md``, jupytext's ``md:myst``), the files
 people edit. ``run_study("cpu")`` converts each to a notebook, executes it with papermill and the
@@ -297,7 +297,7 @@ def register_study(subparsers) -> None:
 
     lines = [f"  {name}: {' '.join(profile_description(name).split())}" for name in profile_names()]
     parser = subparsers.add_parser(
-        "study", help="run the six notebooks with a profile's parameters, then build the book",
+        "study", help="run the seven notebooks with a profile's parameters, then build the book",
         description="Execute notebooks/*.md with papermill into book/executed/ and build the book "
                     "(jupyter-book build . -W -n --keep-going). Finished training runs are re-used, "
                     "so a second invocation only re-executes the notebooks and re-renders.",
@@ -309,7 +309,7 @@ def register_study(subparsers) -> None:
                         help="override one profile parameter (value parsed as YAML), repeatable")
     parser.add_argument("--no-build", action="store_true", help="execute the notebooks only")
     parser.add_argument("--notebooks", default=None,
-                        help="comma-separated notebook names to execute (default: all six)")
+                        help="comma-separated notebook names to execute (default: all seven)")
     parser.add_argument("--root", default=None,
                         help=f"book root holding _config.yml and notebooks/ (default: {SOURCE_ROOT})")
     parser.add_argument("--log-output", action="store_true", help="stream the notebooks' output")

@@ -1,4 +1,4 @@
-"""The six notebooks executed with the smoke profile: the values they glue, checked.
+"""The seven notebooks executed with the smoke profile: the values they glue, checked.
 
 One session fixture (tests/conftest.py: smoke_study) executes them all once with papermill; these
 tests read the glued values back from the executed .ipynb files (no scrapbook).
