@@ -11,6 +11,7 @@ import pandas as pd
 
 from maskad_core import paper
 from maskad_core.config import TrainConfig
+from maskad_core.metrics import mean_auroc_interval
 from maskad_core.report import budget_description, model_description
 from maskad_core.scoring import REDUCTIONS
 
@@ -38,6 +39,25 @@ def interval_verdict(first, second) -> str:
     if first[1] < second[0]:
         return "lower"
     return "not resolved"
+
+
+def mean_interval(scores: pd.DataFrame, column: str) -> list[float]:
+    """95% bootstrap interval of the mean over categories of the image AUROC of ``column`` in a
+    run's per-image scores (columns category, label, score_*), every category resampled at once."""
+    groups = [(part["label"].to_numpy(), part[column].to_numpy())
+              for _, part in scores.groupby("category", sort=True)]
+    return list(mean_auroc_interval(groups))
+
+
+def with_mean_interval(table: pd.DataFrame, scores: pd.DataFrame, reduction: str) -> pd.DataFrame:
+    """A copy of a metrics table whose mean row carries the interval of the mean (``mean_interval``)."""
+    key = f"image_auroc_{reduction}_ci"
+    table = table.copy()
+    if key not in table:
+        table[key] = None
+    table[key] = table[key].astype(object)
+    table.at["mean", key] = mean_interval(scores, f"score_{reduction}")
+    return table
 
 
 def table1_frame(ours: pd.DataFrame, random: pd.DataFrame, *, comparable: bool,

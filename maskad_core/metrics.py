@@ -99,17 +99,46 @@ def auroc_interval(labels, scores, level: float = 0.95, resamples: int = BOOTSTR
     if labels_np.all() or not labels_np.any():
         nan = _undefined("auroc_interval", "labels hold a single class (need normal and anomalous)")
         return nan, nan
-    rng = np.random.default_rng(seed)
-    positive, negative = scores_np[labels_np], scores_np[~labels_np]
+    values = _bootstrap_aurocs(labels_np, scores_np, resamples, np.random.default_rng(seed))
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(values, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
+def _bootstrap_aurocs(labels: np.ndarray, scores: np.ndarray, resamples: int,
+                      rng: np.random.Generator) -> np.ndarray:
+    """The AUROC of ``resamples`` stratified resamples of (labels, scores), both classes present."""
+    positive, negative = scores[labels], scores[~labels]
     pos = positive[rng.integers(0, positive.size, (resamples, positive.size))]
     neg = negative[rng.integers(0, negative.size, (resamples, negative.size))]
     # AUROC of each resample: P(pos > neg) + P(pos == neg) / 2, from sorted negatives
     neg.sort(axis=1)
     below = np.stack([np.searchsorted(row, p, side="left") for row, p in zip(neg, pos, strict=True)])
     upto = np.stack([np.searchsorted(row, p, side="right") for row, p in zip(neg, pos, strict=True)])
-    values = (below + upto).sum(axis=1) / (2.0 * positive.size * negative.size)
+    return (below + upto).sum(axis=1) / (2.0 * positive.size * negative.size)
+
+
+def mean_auroc_interval(groups, level: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES,
+                        seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean over categories of the image AUROC.
+
+    ``groups`` is a list of (labels, scores), one per category; each resample draws every
+    category's test images anew (stratified, as :func:`auroc_interval`) and averages their AUROCs,
+    so the interval of a mean row is as wide as its categories' noise makes it. Categories with a
+    single class are left out, as the mean row leaves them out.
+    """
+    rng = np.random.default_rng(seed)
+    per_group = []
+    for labels, scores in groups:
+        labels_np, scores_np = _labels(labels, "labels"), _scores(scores, "scores")
+        if labels_np.all() or not labels_np.any():
+            continue
+        per_group.append(_bootstrap_aurocs(labels_np, scores_np, resamples, rng))
+    if not per_group:
+        nan = _undefined("mean_auroc_interval", "no category holds both classes")
+        return nan, nan
     tail = (1.0 - level) / 2.0
-    low, high = np.quantile(values, [tail, 1.0 - tail])
+    low, high = np.quantile(np.mean(per_group, axis=0), [tail, 1.0 - tail])
     return float(low), float(high)
 
 

@@ -240,12 +240,31 @@ def read_glue(notebook) -> dict[str, Any]:
     return values
 
 
-def _compare(ours: float, theirs: float, tolerance: float = 0.0005) -> str:
-    if ours > theirs + tolerance:
-        return "higher than"
-    if ours < theirs - tolerance:
-        return "lower than"
-    return "level with"
+def _interval(text) -> tuple[float, float] | None:
+    """"[0.704, 0.890]" (a glued interval) -> (0.704, 0.89); None for "-" or anything else."""
+    match = re.fullmatch(r"\[([0-9.]+), ([0-9.]+)\]", str(text).strip("'\""))
+    return (float(match.group(1)), float(match.group(2))) if match else None
+
+
+def _interval_words(verdict: str) -> str:
+    """The Table 1 verdict of two 95% intervals as words of the report."""
+    return {"higher": "higher than", "lower": "lower than"}.get(
+        str(verdict).strip("'\""), "not resolved (their 95% intervals overlap) against")
+
+
+def _against_value(interval, value: float, above: str = "higher than", below: str = "lower than") -> str:
+    """Where a fixed value (chance, the paper's printed mean) lies against our 95% interval."""
+    if interval is None:
+        return "not decided (no interval) against"
+    if interval[0] > value:
+        return above
+    if interval[1] < value:
+        return below
+    return "not distinguishable (its 95% interval holds the value) from"
+
+
+def _against_chance(interval) -> str:
+    return _against_value(interval, 0.5, above="above", below="below")
 
 
 def study_substitutions(srcdir: str) -> tuple[dict[str, str], list[str]]:
@@ -271,12 +290,11 @@ def study_substitutions(srcdir: str) -> tuple[dict[str, str], list[str]]:
     try:
         t1, t2 = glue["04_table1"], glue["05_table2_ablation"]
         t1b, t2b = glue["01_mae_baseline_failure"], glue["02_complementary_masking"]
-        ours = float(t1["table1_mean_auroc"])
-        # The verdict compares the very numbers the report shows beside it (notebook 1's).
-        subs["verdict_masking"] = _compare(float(t1b["nb01_auroc_complementary"]),
-                                           float(t1b["nb01_auroc_random"]))
-        subs["verdict_chance"] = _compare(ours, 0.5)
-        subs["verdict_vs_paper"] = _compare(ours, float(paper.table1_printed_mean()["paper"]))
+        # Words from the 95% intervals of the two means (Table 1's mean row), never a tolerance.
+        subs["verdict_masking"] = _interval_words(t1["table1_mean_verdict"])
+        subs["verdict_chance"] = _against_chance(_interval(t1["table1_mean_interval"]))
+        subs["verdict_vs_paper"] = _against_value(_interval(t1["table1_mean_interval"]),
+                                                  float(paper.table1_printed_mean()["paper"]))
         subs["verdict_comparable"] = (
             "are" if t1["table1_comparable"] is True else "are not")
         reductions = t1.get("reduction_auroc", {})
