@@ -321,11 +321,16 @@ def score_histogram(scores: pd.DataFrame, bins: int) -> tuple[np.ndarray, np.nda
 
 def histogram_statistics(scores: pd.DataFrame, bins: int) -> pd.DataFrame:
     """Per category: the share of anomalous images in the highest non-empty bin (the paper's
-    Figure 3 remark) and the share of images in the overlap of the two histograms."""
+    Figure 3 remark), the share of images in the overlap of the two histograms, and a statistic a
+    useless score cannot meet: the anomalous share among the top quarter of scores against the
+    base rate (the anomalous share of the whole test split; a random score matches it)."""
     rows = {}
     for category, part in scores.groupby("category", sort=True):
         _, normal, anomalous, overlap = score_histogram(part, bins)
         top = np.nonzero(normal + anomalous)[0][-1]
+        quarter = part.nlargest(max(1, len(part) // 4), "score_eq1")
         rows[category] = {"top_bin_anomalous_fraction": float(anomalous[top] / (normal[top] + anomalous[top])),
-                          "overlap_fraction": float(2 * overlap.sum() / max(len(part), 1))}
+                          "overlap_fraction": float(2 * overlap.sum() / max(len(part), 1)),
+                          "base_rate": float(part["label"].mean()),
+                          "top_quarter_anomalous_fraction": float(quarter["label"].mean())}
     return pd.DataFrame.from_dict(rows, orient="index")

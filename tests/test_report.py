@@ -239,6 +239,9 @@ def test_histogram_statistics_per_category():
     assert statistics.loc["a", "overlap_fraction"] == pytest.approx(2 / 6)
     assert statistics.loc["b", "top_bin_anomalous_fraction"] == 0.5  # top bin: one of each
     assert statistics.loc["b", "overlap_fraction"] == 1.0
+    # the top quarter (one image of a's six: score 1.0, anomalous) against the base rate 3/6
+    assert statistics.loc["a", "top_quarter_anomalous_fraction"] == 1.0
+    assert statistics.loc["a", "base_rate"] == 0.5
 
 
 def test_floor_frame_says_whether_the_model_clears_each_floor():
