@@ -311,7 +311,7 @@ def study_substitutions(srcdir: str) -> tuple[dict[str, str], list[str]]:
         visible_error = float(t1b["random_error_visible_defect"])
         subs["verdict_copy"] = (
             "not measured here (no defect masks in the data)" if math.isnan(visible_error)
-            else "zero: visible patches are copied through, exactly as the paper argues"
+            else "zero, by construction: eq. 3 keeps the input on unmasked patches, so this checks the code, not the paper"
             if visible_error == 0.0
             else "not zero, which the copy-through argument does not predict")
         # The seed is part of the provenance line that every notebook prints and glues.
