@@ -150,3 +150,18 @@ def masking_2x2(profile: dict) -> pd.DataFrame:
 def training_curve(profile: dict) -> pd.DataFrame:
     """AUROC of the kept weight snapshots against training minutes (first seed)."""
     return pd.DataFrame(next(iter(profile["seeds"].values()))["curve"])
+
+
+def provenance(quality: dict | None, profile: str) -> str:
+    """One line for the chapter that shows recorded measurements instead of its profile's runs."""
+    parts = ["recorded measurements, not runs of this book's profile",
+             "recipe search: bench/results/recipe/gen-val*.jsonl on the generated set drawn with "
+             "seed 1 (synthetic, not MVTec AD), 64 px"]
+    if quality is not None:
+        machine = quality["machine"]
+        measured = "; ".join(p["provenance"] for p in quality["profiles"])
+        parts.append(f"quality benchmark of {quality['date']} on {machine['cpu']} "
+                     f"({machine['cores']} cores, {machine['threads']} torch threads), hardware: "
+                     f"CPU: {measured}")
+    parts.append(f"profile {profile!r}")
+    return "; ".join(parts)
