@@ -158,13 +158,20 @@ def test_notebook_04_table1(smoke_study):
     assert glue(smoke_study, name, "table1_comparable") is False
     assert "NOT comparable" in glue(smoke_study, name, "table1_comparability")
     assert "measure different things" in glue(smoke_study, name, "table1_gap_statement")
-    assert table_shape(smoke_study, name, "table1_frame") == (categories + 1, 3)
-    assert table_shape(smoke_study, name, "reduction_frame") == (categories + 1, 6)
+    # ours, its interval, eq. 1, random, its interval, the verdict from the intervals
+    assert table_shape(smoke_study, name, "table1_frame") == (categories + 1, 7)
+    assert table_shape(smoke_study, name, "reduction_frame") == (categories + 1, 8)
     reductions = glue(smoke_study, name, "reduction_auroc")
     assert set(reductions) == {f"{m}_{r}" for m in ("complementary", "random")
-                               for r in ("mean", "max", "topk")}
+                               for r in ("mean", "max", "topk", "eq1")}
     assert all(is_unit_interval(v) for v in reductions.values())
-    assert reductions["complementary_mean"] == pytest.approx(mean, abs=1e-3)
+    # the smoke profile's default score is the max of its map; eq. 1 is reported beside it
+    assert reductions["complementary_max"] == pytest.approx(mean, abs=1e-3)
+    assert reductions["complementary_eq1"] == pytest.approx(
+        glue(smoke_study, name, "table1_eq1_mean_auroc"), abs=1e-3)
+    low, high = map(float, glue(smoke_study, name, "table1_mean_interval").strip("[]").split(","))
+    assert low <= mean <= high
+    assert glue(smoke_study, name, "table1_mean_verdict") in ("higher", "lower", "not resolved")
     for key in ("pixel_auroc_mean", "aupro_mean"):
         assert is_unit_interval(glue(smoke_study, name, key))  # the synthetic set has masks
     assert glue(smoke_study, name, "paper_table1_printed_mean") == 0.895
@@ -190,11 +197,18 @@ def test_notebook_06_histograms_agree_with_table1(smoke_study):
     assert all(0.0 <= v <= 1.0 for v in fractions.values())
     assert glue(smoke_study, name, "top_bin_mostly_anomalous_count") == sum(v > 0.5 for v in fractions.values())
     assert glue(smoke_study, name, "histogram_categories") == len(fractions)
-    roc = glue(smoke_study, name, "roc_auroc_by_category")
+    roc = glue(smoke_study, name, "roc_auroc_by_category")  # of eq. 1, the paper's score
     table1 = glue(smoke_study, "04_table1", "table1_auroc_by_category")
     assert set(roc) <= set(table1)
-    for category, value in roc.items():
-        assert value == pytest.approx(table1[category], abs=1e-3)
+    from maskad_core.metrics import image_auroc
+    from maskad_core.runs import Run
+
+    runs = [Run(p) for p in (smoke_study.maskad_home / "runs").iterdir() if (p / "DONE").is_file()]
+    main_run = next(r for r in runs if r.config == profiles.train_config(SMOKE))
+    for category, part in main_run.scores.groupby("category"):
+        if category in roc:
+            assert roc[category] == pytest.approx(
+                image_auroc(part["label"].to_numpy(), part["score_eq1"].to_numpy()), abs=1e-3)
     glued = study.read_glue(smoke_study.notebook(name))
     assert "image/png" in glued["fig_score_histograms"] and "image/png" in glued["fig_roc_curves"]
 
