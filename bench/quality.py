@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from maskad_core import report
-from maskad_core.evaluate import evaluate_run
+from maskad_core.evaluate import evaluate_run, headline_description
 from maskad_core.profiles import load_profile, train_config
 from maskad_core.train import train
 
@@ -114,17 +114,11 @@ def measure_profile(profile: str, seeds: list[int]) -> dict:
         }
     config = train_config(params)
     result["config"] = config.to_dict()
-    result["headline_score"] = run_headline(config)
+    result["headline_score"] = headline_description(config)
     result["provenance"] = report.provenance(config, profile=profile)
     result["floor"] = _floor(config)
     result["targets"] = check_targets(profile, result)
     return result
-
-
-def run_headline(config) -> str:
-    from maskad_core.evaluate import headline_description
-
-    return headline_description(config)
 
 
 def check_targets(profile: str, result: dict) -> list[dict]:
