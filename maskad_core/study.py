@@ -179,7 +179,34 @@ def execute_notebook(
             os.environ.pop("PYTHONPATH", None)
         else:
             os.environ["PYTHONPATH"] = env_before
+    keep_one_copy_of_glued_figures(output)
     return output
+
+
+def keep_one_copy_of_glued_figures(path: Path) -> int:
+    """Store each figure once: where a cell both shows a figure (``plt.show()``) and glues the same
+    image with ``display=False``, drop the shown copy and make the glue record the displayed output,
+    as ``glue(name, fig, display=True)`` would have written it. Returns how many copies went."""
+    import nbformat
+
+    notebook = nbformat.read(str(path), as_version=4)
+    removed = 0
+    for cell in notebook.cells:
+        outputs = cell.get("outputs", []) if cell.cell_type == "code" else []
+        for record in list(outputs):  # a copy: shown copies are removed on the way
+            image = record.get("data", {}).get(GLUE_PREFIX + "image/png")
+            meta = record.get("metadata", {}).get("scrapbook")
+            shown = [o for o in outputs if o is not record and image is not None and
+                     o.get("output_type") == "display_data" and o.get("data", {}).get("image/png") == image]
+            if not meta or not shown:
+                continue
+            outputs.remove(shown[0])
+            record["data"] = {mime.removeprefix(GLUE_PREFIX): data for mime, data in record["data"].items()}
+            meta["mime_prefix"] = ""
+            removed += 1
+    if removed:
+        nbformat.write(notebook, str(path))
+    return removed
 
 
 def build_book_html(root: str | Path, *, log: Callable[[str], None] = print) -> Path:

@@ -54,3 +54,27 @@ def test_changed_code_is_reported(made, monkeypatch, tmp_path):
 def test_no_edition_is_none_and_says_so(tmp_path):
     assert edition.stale_parts(tmp_path / "nothing", tmp_path) is None
     assert "No reference edition" in edition.staleness_message(None, None)
+
+
+def test_a_figure_shown_and_glued_is_stored_once(tmp_path):
+    import nbformat
+
+    from maskad_core.study import GLUE_PREFIX, keep_one_copy_of_glued_figures, read_glue
+
+    cell = nbformat.v4.new_code_cell("plt.show(); glue('fig', fig, display=False)")
+    cell.outputs = [
+        nbformat.v4.new_output("display_data", data={"image/png": "AAA", "text/plain": "<Figure>"}),
+        nbformat.v4.new_output("display_data", data={GLUE_PREFIX + "image/png": "AAA",
+                                                     GLUE_PREFIX + "text/plain": "<Figure>"},
+                               metadata={"scrapbook": {"name": "fig", "mime_prefix": GLUE_PREFIX}}),
+        nbformat.v4.new_output("display_data", data={"image/png": "BBB"}),  # not glued: kept
+    ]
+    path = tmp_path / "n.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), str(path))
+    assert keep_one_copy_of_glued_figures(path) == 1
+    outputs = nbformat.read(str(path), as_version=4).cells[0].outputs
+    images = [o["data"]["image/png"] for o in outputs]
+    assert images == ["AAA", "BBB"]  # one copy each
+    assert outputs[0]["metadata"]["scrapbook"] == {"name": "fig", "mime_prefix": ""}  # shown and glued
+    assert read_glue(path)["fig"]["image/png"] == "AAA"
+    assert keep_one_copy_of_glued_figures(path) == 0  # idempotent

@@ -393,34 +393,7 @@ def add_substitutions(app: Sphinx, config) -> None:
     for problem in problems:
         logger.warning(f"maskad_book: {problem}")
     subs["edition_status"] = edition_status(app, config)
-    subs.update(edition_substitutions(app.srcdir))
     config.myst_substitutions = subs
-
-
-def edition_substitutions(srcdir) -> dict[str, str]:
-    """edition_<profile>_minutes and _machine from each edition's EDITION.json (the seconds its
-    notebooks ran), and quality_<profile>_train_minutes from the quality record (main model plus
-    random-mask baseline), so that the teaching notes state measured times."""
-    import json
-
-    from maskad_core.edition import read_edition
-
-    # a build from other editions (e.g. the smoke profile's, in the tests) says so instead
-    subs = {f"{kind}_{profile}_{what}": "(not in this build's editions)"
-            for profile in ("cpu", "mvtec")
-            for kind, what in (("edition", "minutes"), ("edition", "machine"),
-                               ("quality", "train_minutes"))}
-    for folder in sorted((Path(srcdir) / "book").glob("executed*")):
-        record = read_edition(folder)
-        if record:
-            subs[f"edition_{record['profile']}_minutes"] = f"{sum(record['seconds'].values()) / 60:.0f}"
-            subs[f"edition_{record['profile']}_machine"] = record["machine"]
-    quality = Path(srcdir) / "bench" / "results" / "quality.json"
-    if quality.is_file():
-        for profile in json.loads(quality.read_text())["profiles"]:
-            minutes = next(iter(profile["seeds"].values()))["train_minutes"]
-            subs[f"quality_{profile['profile']}_train_minutes"] = f"{sum(minutes.values()):.0f}"
-    return subs
 
 
 def edition_status(app: Sphinx, config) -> str:
