@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from maskad_core import report
+from maskad_core.comparison import format_interval
 from maskad_core.evaluate import evaluate_run, headline_description
 from maskad_core.profiles import load_profile, train_config
 from maskad_core.train import train
@@ -170,10 +171,9 @@ def _cell(profile: dict, kind: str, key: str, category: str) -> str:
     text = f"{np.mean(values):.3f}"
     if len(values) > 1:
         text += f" ± {np.std(values):.3f}"
-    ci = profile["seeds"][seeds[0]][kind][category].get("ci" if key == "auroc" else "eq1_ci")
-    if ci and np.isfinite(ci[0]):
-        text += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
-    return text
+    interval = format_interval(
+        profile["seeds"][seeds[0]][kind][category].get("ci" if key == "auroc" else "eq1_ci"))
+    return text if interval == "-" else f"{text} {interval}"
 
 
 def markdown(record: dict) -> str:

@@ -16,6 +16,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from maskad_core.comparison import format_interval
+
 MEASUREMENTS_DIR = Path(__file__).resolve().parent.parent / "bench" / "results" / "recipe"
 
 # The scoring row a training comparison reads, unless a decision names another.
@@ -118,10 +120,10 @@ def quality_table(profile: dict) -> pd.DataFrame:
             return float(sum(s[kind][category][key] for s in seeds) / len(seeds))
 
         row = {"default score": mean("complementary", "auroc"),
-               "95% interval": _interval_text(first["complementary"][category].get("ci")),
+               "95% interval": format_interval(first["complementary"][category].get("ci")),
                "eq. 1": mean("complementary", "eq1"),
                "random mask": mean("random", "auroc"),
-               "random: 95% interval": _interval_text(first["random"][category].get("ci")),
+               "random: 95% interval": format_interval(first["random"][category].get("ci")),
                "pixel AUROC": first["complementary"][category]["pixel_auroc"]}
         for method, floor in profile["floor"].items():
             row[f"floor: {method}"] = (floor["mean"] if category == "mean"
@@ -130,12 +132,6 @@ def quality_table(profile: dict) -> pd.DataFrame:
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index.name = "category"
     return frame
-
-
-def _interval_text(interval) -> str:
-    if not interval or any(value != value for value in interval):  # None or NaN
-        return "-"
-    return f"[{interval[0]:.3f}, {interval[1]:.3f}]"
 
 
 def masking_2x2(profile: dict) -> pd.DataFrame:
