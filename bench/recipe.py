@@ -64,10 +64,21 @@ VARIANTS: dict[str, dict[str, dict]] = {
                                     "embed_dim": 192, "num_heads": 6, "decoder_embed_dim": 128},
               "ssim-0.1-epochs-80": {"adam_beta2": 0.95, "input_norm": "imagenet",
                                      "ssim_weight": 0.1, "epochs": 80}},
+    # round 2, on the chosen recipe (run with --base CHOSEN): the settings round 1 left unmeasured
+    "r2-augment": {"r2-aug-flip": {"augment": ["flip"]}, "r2-aug-none": {"augment": []},
+                   "r2-aug-crop-flip": {"augment": ["crop", "flip"]}},
+    "r2-optim": {"r2-lr-2e-3": {"lr": 2e-3}, "r2-lr-5e-4": {"lr": 5e-4},
+                 "r2-wd-0": {"weight_decay": 0.0}, "r2-warmup-0": {"warmup_epochs": 0.0}},
+    "r2-model": {"r2-heads-6": {"num_heads": 6},
+                 "r2-size-128": {"image_size": 128, "patch_size": 16}},
 }
 
+# The recipe chosen in round 1, the base of the round-2 groups.
+CHOSEN = {"adam_beta2": 0.95, "input_norm": "imagenet", "ssim_weight": 0.1}
+
 SCORING_GRID = dict(partitions=(1, 4), kinds=("l2", "l2_centered", "l1", "ssim"),
-                    sigmas=(0.0, 2.0, 4.0), reductions=("mean", "max"))
+                    sigmas=(0.0, 2.0, 4.0), reductions=("mean", "max"),
+                    standardizations=("none", "per_pixel"))
 
 
 def resolve_data(name: str) -> str:
@@ -80,9 +91,11 @@ def resolve_data(name: str) -> str:
 
 
 @torch.no_grad()
-def reconstruct_test_set(model, config: TrainConfig, masking: str, partitions: int):
-    """(images, reconstructions, labels, categories, masks, has_mask) of the whole test split."""
-    test_set, _ = open_dataset(config, "test")
+def reconstruct_test_set(model, config: TrainConfig, masking: str, partitions: int,
+                         split: str = "test"):
+    """(images, reconstructions, labels, categories, masks, has_mask) of the whole test split (or
+    of the unaugmented training images, with the masks ``evaluate.fit_map_statistics`` uses)."""
+    test_set, _ = open_dataset(config, split)
     scoring_config = TrainConfig(**{**config.to_dict(), "test_masking": masking,
                                     "test_partitions": partitions})
     model.eval()
@@ -90,7 +103,8 @@ def reconstruct_test_set(model, config: TrainConfig, masking: str, partitions: i
     for start in range(0, len(test_set), 32):
         items = [test_set[i] for i in range(start, min(start + 32, len(test_set)))]
         batch = torch.stack([item["image"] for item in items])
-        view_masks = image_masks(scoring_config, model.num_patches, range(start, start + len(items)))
+        view_masks = image_masks(scoring_config, model.num_patches, range(start, start + len(items)),
+                                 stream="eval" if split == "test" else "fit")
         recons.append(model.reconstruct(batch, view_masks).clamp(0, 1))
         images.append(batch)
         masks.append(torch.stack([item["mask"][0] for item in items]))
@@ -106,27 +120,35 @@ def score_grid(model, config: TrainConfig, maskings, grid=SCORING_GRID):
     for masking, partitions in itertools.product(maskings, grid["partitions"]):
         images, recons, labels, categories, masks, has_mask = reconstruct_test_set(
             model, config, masking, partitions)
-        for kind in grid["kinds"]:
-            raw = scoring.anomaly_map(images, recons, kind=kind)
-            for sigma in grid["sigmas"]:
-                maps = scoring.gaussian_smooth(raw, sigma)
-                pixel = {}
-                for category in np.unique(categories):
-                    keep = (categories == category) & has_mask
-                    if keep.any() and masks[torch.from_numpy(keep)].any():
-                        pixel[category] = metrics.pixel_auroc(masks[torch.from_numpy(keep)],
-                                                              maps[torch.from_numpy(keep)])
-                for reduction in grid["reductions"]:
-                    scores = scoring.image_score(maps, reduction).numpy()
-                    per_category = {c: metrics.image_auroc(labels[categories == c],
-                                                           scores[categories == c])
-                                    for c in np.unique(categories)}
-                    rows.append({"test_masking": masking, "test_partitions": partitions,
-                                 "anomaly_map": kind, "smooth_sigma": sigma,
-                                 "reduction": reduction, "per_category": per_category,
-                                 "image_auroc": float(np.mean(list(per_category.values()))),
-                                 "pixel_auroc": float(np.mean(list(pixel.values())))
-                                 if pixel else float("nan")})
+        if "per_pixel" in grid["standardizations"]:
+            train_images, train_recons, _, train_categories, _, _ = reconstruct_test_set(
+                model, config, masking, partitions, split="train")
+        for kind, sigma, standardization in itertools.product(
+                grid["kinds"], grid["sigmas"], grid["standardizations"]):
+            maps = scoring.gaussian_smooth(scoring.anomaly_map(images, recons, kind=kind), sigma)
+            if standardization == "per_pixel":
+                normal = scoring.gaussian_smooth(
+                    scoring.anomaly_map(train_images, train_recons, kind=kind), sigma)
+                statistics = scoring.MapStatistics.fit(normal, list(train_categories))
+                maps = statistics.standardize(maps, list(categories))
+            pixel = {}
+            for category in np.unique(categories):
+                keep = (categories == category) & has_mask
+                if keep.any() and masks[torch.from_numpy(keep)].any():
+                    pixel[category] = metrics.pixel_auroc(masks[torch.from_numpy(keep)],
+                                                          maps[torch.from_numpy(keep)])
+            for reduction in grid["reductions"]:
+                scores = scoring.image_score(maps, reduction).numpy()
+                per_category = {c: metrics.image_auroc(labels[categories == c],
+                                                       scores[categories == c])
+                                for c in np.unique(categories)}
+                rows.append({"test_masking": masking, "test_partitions": partitions,
+                             "anomaly_map": kind, "smooth_sigma": sigma,
+                             "map_standardization": standardization,
+                             "reduction": reduction, "per_category": per_category,
+                             "image_auroc": float(np.mean(list(per_category.values()))),
+                             "pixel_auroc": float(np.mean(list(pixel.values())))
+                             if pixel else float("nan")})
     return rows
 
 
@@ -211,7 +233,8 @@ def main(argv=None) -> int:
     parser.add_argument("--study", default="gen-val", help="name of the output file (JSON lines)")
     parser.add_argument("--data", default="synthetic-seed1")
     parser.add_argument("--variants", default="start,betas", help="comma-separated groups")
-    parser.add_argument("--base", default="{}", help="JSON overrides of BASE for every variant")
+    parser.add_argument("--base", default="{}",
+                        help="JSON overrides of BASE for every variant, or 'chosen' (round 1's recipe)")
     parser.add_argument("--only", default="", help="only these variant names (comma-separated)")
     parser.add_argument("--maskings", default="", help="test maskings (default: the training one)")
     parser.add_argument("--threads", type=int, default=1,
@@ -234,7 +257,7 @@ def main(argv=None) -> int:
                 handle.write(json.dumps({**record, **row}) + "\n")
                 print(row["loss"], row["step"], f"{row['recon_std']:.3f} / {row['image_std']:.3f}")
         return 0
-    base = {**BASE, **json.loads(args.base)}
+    base = {**BASE, **(CHOSEN if args.base == "chosen" else json.loads(args.base))}
     maskings = tuple(m for m in args.maskings.split(",") if m)
     out = RESULTS / f"{args.study}.jsonl"
     for group in args.variants.split(","):

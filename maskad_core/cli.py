@@ -205,6 +205,9 @@ def register_score(subparsers) -> None:
     parser.add_argument("inputs", metavar="IMAGE_OR_FOLDER", nargs="+",
                         help="image files, or folders searched recursively")
     parser.add_argument("--out", metavar="DIR", required=True, help="output folder")
+    parser.add_argument("--category", default=None,
+                        help="the images' category, for a run trained on several whose maps are "
+                             "standardised per pixel (map_standardization=per_pixel)")
     parser.add_argument("--no-heatmaps", action="store_true", help="write only scores.csv")
     parser.add_argument("--device", default=None, help="device; None: the run's setting")
     parser.set_defaults(func=cmd_score)
@@ -213,8 +216,8 @@ def register_score(subparsers) -> None:
 def cmd_score(args) -> int:
     from maskad_core.evaluate import score_images
 
-    frame = score_images(args.run, args.inputs, args.out, device=args.device,
-                         heatmaps=not args.no_heatmaps)
+    frame = score_images(args.run, args.inputs, args.out, category=args.category,
+                         device=args.device, heatmaps=not args.no_heatmaps)
     print(f"scored {len(frame)} image(s): {Path(args.out) / 'scores.csv'}")
     return 0
 

@@ -42,6 +42,12 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 
 # Settings that change how fast a run goes but never what it computes: not part of the hash.
 UNHASHED_FIELDS = frozenset({"num_workers", "device"})
+# Settings that change how a trained model is scored, never its weights: runs that differ only in
+# these share one training (train() re-uses the weights of such a "twin" and only re-evaluates).
+SCORING_FIELDS = ("anomaly_map", "map_standardization", "smooth_sigma", "score_reduction",
+                  "topk_fraction", "test_masking", "test_partitions", "eval_seed",
+                  "max_test_images_per_category")
+MAP_STANDARDIZATIONS = ("none", "per_pixel")
 
 
 @dataclass
@@ -85,7 +91,10 @@ class TrainConfig:
     lpips: str = "auto"  # "auto" (use LPIPS when its weights load), "required", "off"
     # evaluation (eq. 1, the l2 map's mean without smoothing, is always reported beside these)
     anomaly_map: str = "l2_centered"  # squared error less the image's mean offset (eq. 1: "l2")
-    smooth_sigma: float = 8.0  # pixels: a sixteenth of the default 128 px side
+    # "per_pixel": each pixel of the smoothed map as a z-score against the maps of the category's
+    # normal training images at that pixel (scoring.MapStatistics); "none": the map as it is
+    map_standardization: str = "per_pixel"
+    smooth_sigma: float = 4.0  # pixels: a thirty-second of the default 128 px side
     score_reduction: str = "max"  # the headline image score: mean, max or topk of the map
     topk_fraction: float = 0.01
     test_masking: str | None = None  # None: the training masking; or score with the other one
@@ -162,6 +171,7 @@ class TrainConfig:
         _choice("lpips", self.lpips, LPIPS_MODES)
         _choice("input_norm", self.input_norm, tuple(INPUT_NORMS))
         _choice("anomaly_map", self.anomaly_map, ANOMALY_MAP_KINDS)
+        _choice("map_standardization", self.map_standardization, MAP_STANDARDIZATIONS)
         _choice("score_reduction", self.score_reduction, REDUCTIONS)
         for name in self.augment:
             _choice("augment", name, AUGMENTATIONS)
@@ -232,6 +242,10 @@ class TrainConfig:
         if settings["data_root"] is not None:
             settings["data_root"] = str(Path(settings["data_root"]).expanduser().resolve())
         return settings
+
+    def training_settings(self) -> dict:
+        """The hashed settings that determine the trained weights (all but SCORING_FIELDS)."""
+        return {k: v for k, v in self.hashed_settings().items() if k not in SCORING_FIELDS}
 
     def hash(self) -> str:
         """sha256 hex digest of the canonical JSON of the settings that affect the result."""

@@ -25,7 +25,7 @@ from tqdm import tqdm  # not tqdm.auto, which calls iter() on a DataLoader twice
 
 from maskad_core import metrics as metric_fns
 from maskad_core import scoring
-from maskad_core.config import TrainConfig
+from maskad_core.config import SCORING_FIELDS, TrainConfig
 from maskad_core.data import DataError, _is_sample_file, read_image
 from maskad_core.masking import make_masks
 from maskad_core.runs import Run, load_run, write_csv
@@ -39,14 +39,16 @@ METRIC_NAMES = IMAGE_METRICS + PIXEL_METRICS
 SCORE_COLUMNS = tuple(f"score_{r}" for r in SCORE_NAMES)
 
 
-def image_masks(config: TrainConfig, num_patches: int, indices) -> torch.Tensor:
+def image_masks(config: TrainConfig, num_patches: int, indices, stream: str = "eval") -> torch.Tensor:
     """(B, n * P, L) masks for the test images with these indices, each image's from its own seeded
     generator: P = ``test_partitions`` independent draws of the evaluation masking, stacked, so that
-    eq. 3 averages every patch over all the views of all draws that masked it."""
+    eq. 3 averages every patch over all the views of all draws that masked it. ``stream`` names
+    the set the indices count in ("eval": the test split, "fit": the training images of
+    ``fit_map_statistics``), so the two never share draws."""
     generator = torch.Generator()
     out = []
     for index in indices:
-        generator.manual_seed(derive_seed(config.eval_seed, "eval", int(index)))
+        generator.manual_seed(derive_seed(config.eval_seed, stream, int(index)))
         out.append(torch.cat([make_masks(config.eval_masking, num_patches, config.mask_ratio, generator)
                               for _ in range(config.test_partitions)]))
     return torch.stack(out)
@@ -54,17 +56,40 @@ def image_masks(config: TrainConfig, num_patches: int, indices) -> torch.Tensor:
 
 @torch.no_grad()
 def reconstruct_and_map(model, config: TrainConfig, images: torch.Tensor, indices,
-                        device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+                        device: torch.device, stream: str = "eval"
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """(reconstructions (B,C,H,W), anomaly maps (B,H,W)) on the CPU, float32; the map is the
-    configured kind, smoothed."""
+    configured kind, smoothed (not yet standardised)."""
     images = images.to(device)
-    masks = image_masks(config, model.num_patches, indices).to(device)
+    masks = image_masks(config, model.num_patches, indices, stream).to(device)
     with autocast(device):
         recon = model.reconstruct(images, masks)
     recon = recon.float().clamp(0.0, 1.0)
     maps = scoring.anomaly_map(images.float(), recon, kind=config.anomaly_map,
                                smooth_sigma=config.smooth_sigma)
     return recon.cpu(), maps.cpu()
+
+
+def fit_map_statistics(model, config: TrainConfig, data_root: str | Path | None = None, *,
+                       device=None) -> scoring.MapStatistics:
+    """Per-pixel statistics of the maps of the normal training images (the images the model was
+    trained on, unaugmented, each with its own mask draws), per category: what the model's error
+    looks like where nothing is wrong. These images were seen in training, so their errors run
+    somewhat lower than on unseen normal images; every test image is measured against the same
+    statistics, so the ranking is what matters."""
+    device = torch.device(device) if device is not None else select_device(config.device)
+    train_set, _ = open_dataset(config, "train", data_root)
+    loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=False,
+                        num_workers=config.num_workers)
+    maps, categories, offset = [], [], 0
+    for batch in loader:
+        count = batch["image"].shape[0]
+        _, batch_maps = reconstruct_and_map(model, config, batch["image"],
+                                            range(offset, offset + count), device, stream="fit")
+        offset += count
+        maps.append(batch_maps)
+        categories.extend(batch["category"])
+    return scoring.MapStatistics.fit(torch.cat(maps), categories)
 
 
 def image_scores(images: torch.Tensor, recon: torch.Tensor, maps: torch.Tensor,
@@ -102,6 +127,8 @@ def evaluate_model(model, config: TrainConfig, data_root: str | Path | None = No
     loader = DataLoader(test_set, batch_size=config.batch_size, shuffle=False,
                         num_workers=config.num_workers)
     started = time.perf_counter()
+    statistics = (fit_map_statistics(model, config, data_root, device=device)
+                  if config.map_standardization == "per_pixel" else None)
     scores = {c: [] for c in SCORE_COLUMNS}
     maps_by_category: dict[str, list[torch.Tensor]] = {}
     masks_by_category: dict[str, list[torch.Tensor]] = {}
@@ -110,6 +137,8 @@ def evaluate_model(model, config: TrainConfig, data_root: str | Path | None = No
         count = batch["image"].shape[0]
         recon, maps = reconstruct_and_map(model, config, batch["image"],
                                           range(offset, offset + count), device)
+        if statistics is not None:
+            maps = statistics.standardize(maps, batch["category"])
         offset += count
         for key, values in image_scores(batch["image"], recon, maps, config).items():
             scores[key].append(values)
@@ -140,6 +169,7 @@ def evaluate_model(model, config: TrainConfig, data_root: str | Path | None = No
         "image_auroc": mean[f"image_auroc_{config.score_reduction}"],
         "headline_score": headline_description(config),
         "evaluation": {"data_root": str(data_root), "anomaly_map": config.anomaly_map,
+                       "map_standardization": config.map_standardization,
                        "smooth_sigma": config.smooth_sigma, "score_reduction": config.score_reduction,
                        "topk_fraction": config.topk_fraction, "eval_seed": config.eval_seed,
                        "test_masking": config.eval_masking, "test_partitions": config.test_partitions,
@@ -156,7 +186,9 @@ def evaluate_model(model, config: TrainConfig, data_root: str | Path | None = No
 def headline_description(config: TrainConfig) -> str:
     """The study's default image score in words, e.g. "max of the l2_centered map, smoothed (sigma 4)"."""
     smoothing = f", smoothed (sigma {config.smooth_sigma:g})" if config.smooth_sigma > 0 else ""
-    return f"{config.score_reduction} of the {config.anomaly_map} map{smoothing}"
+    standardized = (" and standardised per pixel by the normal training images' maps"
+                    if config.map_standardization == "per_pixel" else "")
+    return f"{config.score_reduction} of the {config.anomaly_map} map{smoothing}{standardized}"
 
 
 def category_metrics(rows: pd.DataFrame, maps: torch.Tensor | None, masks: torch.Tensor | None,
@@ -235,9 +267,7 @@ def format_table(table: pd.DataFrame) -> str:
 
 
 # Settings that change how a trained model is scored, not how it is trained.
-EVAL_FIELDS = ("anomaly_map", "smooth_sigma", "score_reduction", "topk_fraction", "test_masking",
-               "test_partitions", "eval_seed",
-               "max_test_images_per_category", "batch_size", "num_workers", "device")
+EVAL_FIELDS = (*SCORING_FIELDS, "batch_size", "num_workers", "device")
 
 
 def evaluate_run(run, data_root: str | Path | None = None, *, device=None, quiet: bool = True,
@@ -285,15 +315,28 @@ def find_images(inputs) -> list[Path]:
     return found
 
 
-def score_images(run, inputs, out: str | Path, *, device=None, heatmaps: bool = True,
-                 quiet: bool = True) -> pd.DataFrame:
+def score_images(run, inputs, out: str | Path, *, category: str | None = None, device=None,
+                 heatmaps: bool = True, quiet: bool = True) -> pd.DataFrame:
     """Score new images with a run's model: writes ``out/scores.csv`` and, per image,
-    ``out/<index>_<name>.png`` (image, reconstruction, anomaly map side by side)."""
+    ``out/<index>_<name>.png`` (image, reconstruction, anomaly map side by side). When the run's
+    maps are standardised per pixel, the images are measured against ``category``'s training
+    images (needed when the run was trained on more than one category)."""
     run = run if isinstance(run, Run) else load_run(run)
     config = run.config
     paths = find_images(inputs)
     device = torch.device(device) if device is not None else select_device(config.device)
     model = run.load_model(device)
+    statistics = None
+    if config.map_standardization == "per_pixel":
+        statistics = fit_map_statistics(model, config, device=device)
+        known = sorted(statistics.mean)
+        if category is None and len(known) > 1:
+            raise ValueError(f"this run standardises its maps per category: name the images' "
+                             f"category (one of {', '.join(known)})")
+        category = category if category is not None else known[0]
+        if category not in known:
+            raise ValueError(f"category {category!r} is not one the run was trained on "
+                             f"({', '.join(known)})")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -303,6 +346,8 @@ def score_images(run, inputs, out: str | Path, *, device=None, heatmaps: bool = 
         images = torch.stack([read_image(p, config.image_size) for p in chunk])
         recon, maps = reconstruct_and_map(model, config, images, range(start, start + len(chunk)),
                                           device)
+        if statistics is not None:
+            maps = statistics.standardize(maps, [category] * len(chunk))
         scores = image_scores(images, recon, maps, config)
         for i, path in enumerate(chunk):
             row = {"path": str(path), **{k: float(v[i]) for k, v in scores.items()}}

@@ -22,7 +22,7 @@ MEASUREMENTS_DIR = Path(__file__).resolve().parent.parent / "bench" / "results" 
 
 # The scoring row a training comparison reads, unless a decision names another.
 DEFAULT_SCORING = {"test_partitions": 1, "anomaly_map": "l2", "smooth_sigma": 0.0,
-                   "reduction": "mean"}
+                   "reduction": "mean", "map_standardization": "none"}
 
 
 def load_log() -> dict:
@@ -43,7 +43,8 @@ def load_measurements(study: str, directory: str | Path | None = None) -> pd.Dat
         raise FileNotFoundError(f"no recipe measurements {path}; run python -m bench.recipe "
                                 f"--study {study}")
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return pd.DataFrame(rows)
+    # rows measured before maps could be standardised per pixel used the map as it is
+    return pd.DataFrame([{"map_standardization": "none", **row} for row in rows])
 
 
 def _select(frame: pd.DataFrame, where: dict) -> pd.DataFrame:
@@ -68,7 +69,8 @@ def decision_rows(decision: dict, frame: pd.DataFrame) -> list[dict]:
             rows.append(_row(label, found))
     else:
         for label, scoring in decision["options"].items():
-            found = _select(frame, {"variant": decision["variant"], **scoring})
+            found = _select(frame, {"variant": decision["variant"], "map_standardization": "none",
+                                    **scoring})
             rows.append(_row(label, found))
     return rows
 

@@ -8,6 +8,10 @@ A run lives in ``runs_dir()/<config hash[:12]>/`` and holds::
     history.csv         loss components per epoch
     scores.csv          one row per test image: path, category, defect_type, label, score_<reduction>
     DONE                written last: the run is finished and is re-used instead of trained again
+
+A run that differs from a finished one only in how it is scored (``config.SCORING_FIELDS``) gets its
+own folder with the finished run's training (``find_trained_twin``, ``copy_training``) and its own
+evaluation: changing the score never retrains.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from functools import cached_property
@@ -148,6 +153,39 @@ def snapshot_epochs(epochs: int) -> list[int]:
     """Epochs (counted from 1) after which training keeps a copy of the weights: the first, a
     quarter, half way and the last, so that notebooks can show reconstructions over training."""
     return sorted({e for e in (1, round(epochs / 4), round(epochs / 2), epochs) if 1 <= e <= epochs})
+
+
+def find_trained_twin(config: TrainConfig) -> Run | None:
+    """A finished run trained exactly as ``config`` (same ``training_settings``) that may differ in
+    how it was scored; None if there is none. Its weights are the ones ``config`` would train."""
+    root = runs_dir()
+    if not root.is_dir():
+        return None
+    wanted = config.training_settings()
+    for folder in sorted(root.iterdir()):
+        if not ((folder / DONE_FILE).is_file() and (folder / CONFIG_FILE).is_file()):
+            continue
+        try:
+            candidate = TrainConfig.from_yaml(folder / CONFIG_FILE)
+        except (ValueError, TypeError):  # a run of another version's settings: not a twin
+            continue
+        if candidate.training_settings() == wanted:
+            return Run(folder)
+    return None
+
+
+def copy_training(source: Path, target: Path) -> None:
+    """The training part of a run folder (checkpoints, history.csv) into another, hard-linked where
+    the file system allows (the files are never rewritten in place, only replaced)."""
+    files = [p for p in (source / CHECKPOINT_FILE).parent.glob("*.pt")] + [source / HISTORY_FILE]
+    for file in files:
+        destination = target / file.relative_to(source)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        destination.unlink(missing_ok=True)
+        try:
+            os.link(file, destination)
+        except OSError:
+            shutil.copy2(file, destination)
 
 
 def load_run(ref: str | Path) -> Run:

@@ -3,7 +3,8 @@
 The paper's score (eq. 1) is the mean over pixels of the squared error: ``anomaly_map(kind="l2")``
 followed by ``image_score(reduction="mean")``. The other kinds and reductions are the variants the
 study compares: "l1" and "ssim" maps, optional Gaussian smoothing, and the ``max`` or mean of the
-top-k% pixels of the map.
+top-k% pixels of the map, and ``MapStatistics``: each pixel of a map as a z-score against the maps
+of normal images at that pixel.
 """
 
 from __future__ import annotations
@@ -137,3 +138,48 @@ def image_score(maps: Tensor, reduction: str = "mean", topk_fraction: float = 0.
         raise ValueError(f"topk_fraction must be in (0, 1], got {topk_fraction!r}")
     k = max(1, math.ceil(topk_fraction * flat.shape[1] - 1e-9))  # 0.1 * 30 is 3, not 4
     return flat.topk(k, dim=1).values.mean(dim=1)
+
+
+# The std floor of MapStatistics, as a fraction of the category's mean per-pixel std: a pixel whose
+# training maps barely vary must not turn a tiny error into a huge z-score.
+STD_FLOOR_FRACTION = 0.1
+
+
+class MapStatistics:
+    """Per-category, per-pixel mean and std of the anomaly maps of normal images.
+
+    ``standardize`` turns a map into (map - mean) / (std + floor) at each pixel, the floor being
+    STD_FLOOR_FRACTION of the category's mean std: where a model always errs (an edge it blurs, a
+    texture it cannot predict) the map is discounted, and where it is normally exact any error
+    stands out. The statistics come from maps made exactly as the test maps (same kind, smoothing).
+    """
+
+    def __init__(self, mean: dict[str, Tensor], std: dict[str, Tensor]):
+        self.mean, self.std = mean, std
+
+    @classmethod
+    def fit(cls, maps: Tensor, categories) -> MapStatistics:
+        """From (N, H, W) maps of normal images and their N category names (at least one each)."""
+        if maps.ndim != 3 or maps.shape[0] != len(categories):
+            raise ValueError(f"maps must be (N, H, W) with one category per map, got shape "
+                             f"{tuple(maps.shape)} and {len(categories)} categories")
+        mean, std = {}, {}
+        for category in dict.fromkeys(categories):
+            chosen = maps[torch.tensor([c == category for c in categories])]
+            mean[category] = chosen.mean(dim=0)
+            spread = chosen.std(dim=0, correction=0)
+            std[category] = spread + STD_FLOOR_FRACTION * spread.mean() + 1e-12
+        return cls(mean, std)
+
+    def standardize(self, maps: Tensor, categories) -> Tensor:
+        """(B, H, W) maps of images of these B categories, each as per-pixel z-scores."""
+        unknown = sorted(set(categories) - set(self.mean))
+        if unknown:
+            raise ValueError(f"no map statistics for categories {unknown}; fitted on "
+                             f"{sorted(self.mean)}")
+        if maps.ndim != 3 or maps.shape[1:] != next(iter(self.mean.values())).shape:
+            raise ValueError(f"maps must be (B, H, W) of the fitted size "
+                             f"{tuple(next(iter(self.mean.values())).shape)}, got {tuple(maps.shape)}")
+        mean = torch.stack([self.mean[c] for c in categories]).to(maps)
+        std = torch.stack([self.std[c] for c in categories]).to(maps)
+        return (maps - mean) / std

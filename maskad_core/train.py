@@ -319,7 +319,8 @@ class _Context:
 def train(config: TrainConfig, *, resume: bool = True, quiet: bool = False) -> runs.Run:
     """Train ``config`` (multi-class), evaluate on the test split, and return its finished Run.
 
-    A finished run with the same configuration hash is returned as it is, without training. An
+    A finished run with the same configuration hash is returned as it is, without training; a
+    finished run that differs only in scoring settings lends its training (``evaluate_twin``). An
     unfinished one is resumed from its last checkpoint when ``resume`` (the default), else
     restarted from scratch.
     """
@@ -328,6 +329,10 @@ def train(config: TrainConfig, *, resume: bool = True, quiet: bool = False) -> r
     if (path / runs.DONE_FILE).is_file():
         return runs.Run(path)
     distributed = Distributed.from_env(config.device)
+    twin = runs.find_trained_twin(config) if not distributed.active else None
+    if twin is not None:
+        distributed.close()
+        return evaluate_twin(config, twin, path, quiet)
     try:
         if distributed.active and not distributed.is_main and config.data_root is None:
             distributed.barrier()  # rank 0 generates the synthetic data set first
@@ -361,6 +366,36 @@ def _run(context: _Context, resume: bool) -> None:
         _train_epochs(context)
     if context.dist.is_main:
         finish_run(context)
+
+
+def evaluate_twin(config: TrainConfig, twin: runs.Run, path: Path, quiet: bool) -> runs.Run:
+    """A run trained exactly as ``twin`` but scored differently: its training is copied, not
+    repeated, and the test split is evaluated with ``config``'s scoring settings."""
+    with runs.run_lock(path):
+        runs.copy_training(twin.path, path)
+        runs.atomic_write_text(path / runs.CONFIG_FILE, config.to_yaml())
+        device = select_device(config.device)
+        evaluation, scores = evaluate_model(twin.load_model(device), config, device=device,
+                                            quiet=quiet)
+        source = twin.metrics
+        metrics = {
+            "run": path.name,
+            "config_hash": config.hash(),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "data": {**source["data"], "test_counts": evaluation.pop("test_counts")},
+            "training": {**source["training"], "trained_in": twin.id},
+            "history": source["history"],
+            **evaluation,
+            "versions": versions(),
+            "config": config.to_dict(),
+        }
+        runs.write_csv(path / runs.SCORES_FILE, scores)
+        runs.write_json(path / runs.METRICS_FILE, metrics)
+        runs.atomic_write_text(path / runs.DONE_FILE, metrics["finished"] + "\n")
+    if not quiet:
+        print(f"trained as run {twin.id}; evaluated with this run's scoring")
+        print(format_table(metrics_table(metrics)))
+    return runs.Run(path)
 
 
 def finish_run(context: _Context) -> None:

@@ -71,8 +71,15 @@ def test_train_evaluate_score_on_tiny_data(data_root, home, tmp_path, capsys):
 
     out = tmp_path / "scored"
     single = data_root / "waves" / "test" / "square" / "000.png"
+    capsys.readouterr()
+    # maps standardised per category: a run of two categories must be told which one
+    assert main(["score", str(run_path), str(single), "--out", str(out)]) == 2
+    assert "name the images' category (one of stripes, waves)" in _error_line(capsys)
+    assert main(["score", str(run_path), str(single), "--out", str(out), "--category", "gears"]) == 2
+    assert "category 'gears' is not one the run was trained on (stripes, waves)" in _error_line(capsys)
+    assert not out.exists() or not any(out.iterdir())
     assert main(["score", str(run_path), str(data_root / "stripes" / "test"), str(single),
-                 "--out", str(out)]) == 0
+                 "--out", str(out), "--category", "stripes"]) == 0
     scores = pd.read_csv(out / "scores.csv")
     assert len(scores) == 7  # 6 images in the folder (masks excluded) + 1 named
     assert {"path", "score_mean", "score_max", "score_topk", "heatmap"} <= set(scores.columns)

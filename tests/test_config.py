@@ -108,6 +108,7 @@ def test_invalid_mask_ratio_lists_valid_ratios():
     ({"masking": "checkerboard"}, "masking 'checkerboard' is not one of: complementary, random"),
     ({"lpips": "maybe"}, "lpips 'maybe' is not one of"),
     ({"anomaly_map": "l3"}, "anomaly_map 'l3' is not one of"),
+    ({"map_standardization": "global"}, "map_standardization 'global' is not one of: none, per_pixel"),
     ({"augment": ["shear"]}, "augment 'shear' is not one of: crop, rotate, flip"),
     ({"epochs": 0}, "epochs must be > 0"),
     ({"device": "tpu"}, "device 'tpu' is not one of"),

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from scipy.ndimage import gaussian_filter
 from skimage.metrics import structural_similarity
 
+from maskad_core import scoring
 from maskad_core.scoring import (
     ANOMALY_MAP_KINDS,
     REDUCTIONS,
@@ -161,3 +162,47 @@ def test_eq1_score_is_the_mean_squared_error():
 
     images, recon = _pair()
     torch.testing.assert_close(eq1_score(images, recon), ((images - recon) ** 2).mean(dim=(1, 2, 3)))
+
+
+# -- per-pixel standardisation against normal images' maps
+def test_standardized_map_discounts_where_the_model_always_errs():
+    """An error at a pixel where normal maps are always high scores below the same error at a pixel
+    where they are near zero: that is the point of the statistics."""
+    generator = torch.Generator().manual_seed(0)
+    normal = 0.01 * torch.rand(20, 8, 8, generator=generator)
+    normal[:, 0, 0] += 0.5 + 0.2 * torch.rand(20, generator=generator)  # an edge it always blurs
+    statistics = scoring.MapStatistics.fit(normal, ["bottle"] * 20)
+    test = torch.full((2, 8, 8), 0.005)
+    test[0, 0, 0] = 0.9  # 0.3 above the edge's usual error
+    test[1, 4, 4] = 0.3  # 0.3 where the model is usually exact
+    z = statistics.standardize(test, ["bottle", "bottle"])
+    assert z[1].max() == z[1, 4, 4] and z[1, 4, 4] > 3 * z[0, 0, 0]
+    assert scoring.image_score(z, "max")[1] > scoring.image_score(z, "max")[0]
+    # raw maps rank them the other way round
+    assert scoring.image_score(test, "max")[0] > scoring.image_score(test, "max")[1]
+
+
+def test_statistics_are_per_category_and_a_normal_map_scores_near_zero():
+    a = torch.rand(10, 4, 4, generator=torch.Generator().manual_seed(1))
+    b = 5.0 + torch.rand(10, 4, 4, generator=torch.Generator().manual_seed(2))
+    statistics = scoring.MapStatistics.fit(torch.cat([a, b]), ["a"] * 10 + ["b"] * 10)
+    z = statistics.standardize(torch.stack([a.mean(0), b.mean(0)]), ["a", "b"])
+    assert z.abs().max() < 1e-5  # each category's mean map is exactly its own centre
+    swapped = statistics.standardize(torch.stack([a.mean(0)]), ["b"])
+    assert swapped.max() < -5  # measured against the wrong category it is far off
+
+
+def test_a_constant_normal_map_keeps_a_finite_floor():
+    statistics = scoring.MapStatistics.fit(torch.zeros(3, 4, 4), ["x"] * 3)
+    z = statistics.standardize(torch.ones(1, 4, 4), ["x"])
+    assert torch.isfinite(z).all()
+
+
+def test_map_statistics_bad_input_names_the_problem():
+    statistics = scoring.MapStatistics.fit(torch.rand(4, 8, 8), ["bottle"] * 4)
+    with pytest.raises(ValueError, match="no map statistics for categories \\['screw'\\]"):
+        statistics.standardize(torch.rand(1, 8, 8), ["screw"])
+    with pytest.raises(ValueError, match="fitted size \\(8, 8\\)"):
+        statistics.standardize(torch.rand(1, 4, 4), ["bottle"])
+    with pytest.raises(ValueError, match="one category per map"):
+        scoring.MapStatistics.fit(torch.rand(4, 8, 8), ["bottle"] * 3)

@@ -12,6 +12,7 @@ from train_fixtures import make_mvtec_tree, tiny_config
 from maskad_core import evaluate as evaluate_module
 from maskad_core import runs
 from maskad_core import train as train_module
+from maskad_core.config import TrainConfig
 from maskad_core.evaluate import evaluate_model, metrics_table
 from maskad_core.losses import ReconstructionLoss
 from maskad_core.masking import complementary_masks
@@ -315,3 +316,37 @@ def test_training_reads_the_device_once_per_epoch_not_once_per_step(data_root, h
               quiet=True)
     assert set(reads) == {1, 4}
     assert reads == {1: 2, 4: 2}  # one read per epoch, whatever the number of steps
+
+
+def test_a_run_scored_differently_reuses_the_training_and_only_evaluates(data_root, home,
+                                                                          monkeypatch):
+    first = train(tiny_config(data_root, epochs=2, map_standardization="none"), quiet=True)
+
+    def must_not_train(context):
+        raise AssertionError("the training loop ran for a run that only changes the scoring")
+
+    monkeypatch.setattr(train_module, "_train_epochs", must_not_train)
+    rescored = train(tiny_config(data_root, epochs=2, map_standardization="per_pixel",
+                                 smooth_sigma=1.0, anomaly_map="l2"), quiet=True)
+    assert rescored.path != first.path and rescored.done
+    assert rescored.metrics["training"]["trained_in"] == first.id
+    assert rescored.history.equals(first.history)
+    assert rescored.snapshots() == first.snapshots()
+    for key, value in first.load_weights().items():
+        assert torch.equal(rescored.load_weights()[key], value)
+    evaluation = rescored.metrics["evaluation"]
+    assert evaluation["map_standardization"] == "per_pixel" and evaluation["anomaly_map"] == "l2"
+    assert "standardised per pixel" in rescored.metrics["headline_score"]
+    # eq. 1 does not depend on the scoring settings; the headline score does
+    assert rescored.scores.score_eq1.equals(first.scores.score_eq1)
+    assert not rescored.scores.score_max.equals(first.scores.score_max)
+    # the finished original is untouched
+    assert first.metrics["evaluation"]["map_standardization"] == "none"
+
+
+def test_training_settings_leave_out_only_the_scoring():
+    base = TrainConfig()
+    assert base.training_settings() == TrainConfig(smooth_sigma=1.0, test_partitions=3,
+                                                   map_standardization="none").training_settings()
+    assert base.training_settings() != TrainConfig(lr=5e-4).training_settings()
+    assert base.hash() != TrainConfig(smooth_sigma=1.0).hash()  # each scoring has its own folder
