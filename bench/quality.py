@@ -6,6 +6,7 @@ baseline of the same budget, exactly as the study's notebooks do, then records:
 
 - image AUROC per category with the study's default score and with the paper's eq. 1, each with a
   95% bootstrap interval over test images, and pixel AUROC where masks exist;
+- the same model scored with its map not standardised (``map_standardization=none``);
 - the 2x2 of training masking x test masking;
 - AUROC against training minutes, from the weight snapshots each run keeps;
 - the training-free floor (``maskad_core.baselines``) on the same data, size and training images;
@@ -14,6 +15,7 @@ baseline of the same budget, exactly as the study's notebooks do, then records:
 
     python -m bench.quality                       # both profiles -> bench/results/quality.{json,md}
     python -m bench.quality --profiles cpu --seeds 0,1,2
+    python -m bench.quality --seeds-for cpu=0,1,2     # three seeds for cpu, --seeds for the rest
 """
 
 from __future__ import annotations
@@ -103,12 +105,15 @@ def measure_profile(profile: str, seeds: list[int]) -> dict:
             crossed[name] = {run.config.masking: run.metrics["image_auroc"],
                              other: metrics["image_auroc"],
                              "per_category": {other: _headline(metrics, run.config)}}
+        # the same model with its map as it is: what the per-pixel standardisation adds
+        plain, _ = evaluate_run(main_run, overrides={"map_standardization": "none"})
         result["seeds"][seed] = {
             "runs": {"complementary": main_run.id, "random": random_run.id},
             "train_minutes": {"complementary": main_run.metrics["training"]["wall_time_s"] / 60,
                               "random": random_run.metrics["training"]["wall_time_s"] / 60},
             "complementary": _headline(main_run.metrics, main_config),
             "random": _headline(random_run.metrics, random_config),
+            "unstandardized": _headline(plain, main_config),
             "test_masking_2x2": crossed,
             "curve": _curve(main_run) if seed == seeds[0] else [],
             "wall_minutes": (time.perf_counter() - started) / 60,
@@ -189,12 +194,14 @@ def markdown(record: dict) -> str:
         lines += [f"## Profile `{profile['profile']}`", "", profile["provenance"], "",
                   f"Default score: {profile['headline_score']}. Seeds: {', '.join(map(str, seeds))}; "
                   "intervals: 95% bootstrap over test images (first seed).", "",
-                  "| category | complementary (default score) | eq. 1 | random masking | pixel AUROC | "
+                  "| category | complementary (default score) | eq. 1 | map not standardised | "
+                  "random masking | pixel AUROC | "
                   + " | ".join(f"floor: {m}" for m in profile["floor"]) + " |",
-                  "|---|---|---|---|---|" + "---|" * len(profile["floor"])]
+                  "|---|---|---|---|---|---|" + "---|" * len(profile["floor"])]
         for category in first["complementary"]:
             cells = [_cell(profile, kind, key, category) for kind, key in
-                     (("complementary", "auroc"), ("complementary", "eq1"), ("random", "auroc"))]
+                     (("complementary", "auroc"), ("complementary", "eq1"),
+                      ("unstandardized", "auroc"), ("random", "auroc"))]
             floors = [f"{f['mean'] if category == 'mean' else f['per_category'][category]:.3f}"
                       for f in profile["floor"].values()]
             pixel = first["complementary"][category]["pixel_auroc"]
@@ -224,18 +231,33 @@ def markdown(record: dict) -> str:
     return "\n".join(lines)
 
 
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        raise SystemExit(f"seeds must be comma-separated integers, got {text!r}") from None
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profiles", default="mvtec,cpu")
     parser.add_argument("--seeds", default="0", help="training seeds, comma-separated")
+    parser.add_argument("--seeds-for", action="append", default=[], metavar="PROFILE=SEEDS",
+                        help="training seeds of one profile (repeatable), e.g. cpu=0,1,2")
     parser.add_argument("--tag", default="quality", help="output name in bench/results")
     args = parser.parse_args(argv)
     from bench.recipe import machine
 
     started, load_before = time.perf_counter(), os.getloadavg()[0]
-    seeds = [int(s) for s in args.seeds.split(",")]
-    profiles = [measure_profile(p, seeds) for p in args.profiles.split(",")]
+    seeds = {p: _seeds(args.seeds) for p in args.profiles.split(",")}
+    for item in args.seeds_for:
+        name, sep, values = item.partition("=")
+        if not sep or name not in seeds:
+            parser.error(f"--seeds-for {item!r}: expected PROFILE=SEEDS with PROFILE one of "
+                         f"{', '.join(seeds)}")
+        seeds[name] = _seeds(values)
+    profiles = [measure_profile(p, profile_seeds) for p, profile_seeds in seeds.items()]
     record = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "command": " ".join(["python -m bench.quality",
                                    *(sys.argv[1:] if argv is None else argv)]),

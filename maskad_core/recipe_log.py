@@ -112,7 +112,8 @@ def load_quality(path: str | Path | None = None) -> dict | None:
 
 def quality_table(profile: dict) -> pd.DataFrame:
     """One profile of the quality record as a table: per category the default score with its
-    interval (mean over seeds when several), eq. 1, the random-mask baseline, pixel AUROC and the
+    interval (mean over seeds when several), eq. 1, the same model with its map not standardised
+    (NaN in records made before that was measured), the random-mask baseline, pixel AUROC and the
     training-free floor."""
     seeds = list(profile["seeds"].values())
     first = seeds[0]
@@ -124,6 +125,9 @@ def quality_table(profile: dict) -> pd.DataFrame:
         row = {"default score": mean("complementary", "auroc"),
                "95% interval": format_interval(first["complementary"][category].get("ci")),
                "eq. 1": mean("complementary", "eq1"),
+               "map not standardised": (mean("unstandardized", "auroc")
+                                        if all("unstandardized" in s for s in seeds)
+                                        else float("nan")),
                "random mask": mean("random", "auroc"),
                "random: 95% interval": format_interval(first["random"][category].get("ci")),
                "pixel AUROC": first["complementary"][category]["pixel_auroc"]}

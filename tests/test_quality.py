@@ -11,6 +11,7 @@ def _seed(bottle, screw, random_bottle, random_screw, minutes):
                           "pixel_auroc": float("nan"), "n_test": 160},
                 "mean": {"auroc": (b + s) / 2, "eq1": 0.45, "pixel_auroc": 0.93}}
     return {"complementary": rows(bottle, screw), "random": rows(random_bottle, random_screw),
+            "unstandardized": rows(bottle - 0.123, screw - 0.011),
             "train_minutes": {"complementary": minutes, "random": minutes},
             "test_masking_2x2": {"complementary": {"complementary": 0.8, "random": 0.7},
                                  "random": {"random": 0.6, "complementary": 0.65}},
@@ -50,3 +51,15 @@ def test_markdown_names_the_machine_and_each_target():
     assert "AMD EPYC" in text and "| bottle image AUROC >= 0.95 | 0.960 | met |" in text
     assert "| screw image AUROC >= 0.9 | 0.850 | missed |" in text
     assert "0.960 [0.940, 0.980]" in text  # the interval beside the number
+    assert "| map not standardised |" in text and "| 0.837 [0.817, 0.857] |" in text
+
+
+def test_quality_table_shows_the_unstandardised_map_and_tolerates_older_records():
+    from maskad_core.recipe_log import quality_table
+
+    profile = {"seeds": {0: _seed(0.96, 0.85, 0.9, 0.84, 29.0)},
+               "floor": {"gaussian": {"per_category": {"bottle": 0.98, "screw": 0.4}, "mean": 0.69}}}
+    table = quality_table(profile)
+    assert abs(table.loc["bottle", "map not standardised"] - 0.837) < 1e-9
+    del profile["seeds"][0]["unstandardized"]  # recorded before the standardisation existed
+    assert quality_table(profile)["map not standardised"].isna().all()
