@@ -71,6 +71,8 @@ VARIANTS: dict[str, dict[str, dict]] = {
                  "r2-wd-0": {"weight_decay": 0.0}, "r2-warmup-0": {"warmup_epochs": 0.0}},
     "r2-model": {"r2-heads-6": {"num_heads": 6},
                  "r2-size-128": {"image_size": 128, "patch_size": 16}},
+    # the yardstick: the chosen recipe trained with other seeds
+    "r2-seed": {"r2-seed-1": {"seed": 1}, "r2-seed-2": {"seed": 2}},
     # the mvtec profile's model (128 px, 16 px patches, 192 wide) against r2-size-128 (96 wide)
     "r2-mvtec-width": {"r2-size-128-wide-192": {"image_size": 128, "patch_size": 16,
                                                 "embed_dim": 192, "decoder_embed_dim": 128}},

@@ -360,6 +360,17 @@ def test_launch_buttons_open_the_source_notebooks(book_extension):
     assert buttons[1]["url"] == "../../_sources/book/executed/03_training.ipynb"
 
 
+def test_launch_buttons_of_the_mvtec_edition_open_the_same_sources(book_extension):
+    buttons = [{"url": "https://mybinder.org/v2/gh/o/r/main?urlpath=tree/book/executed-mvtec/04_table1.ipynb"}]
+    book_extension.redirect_launch_buttons(None, "book/executed-mvtec/04_table1", "page.html",
+                                           {"header_buttons": buttons}, None)
+    assert buttons[0]["url"] == "https://mybinder.org/v2/gh/o/r/main?urlpath=tree/notebooks/04_table1.md"
+    other = [{"url": "https://mybinder.org/v2/gh/o/r/main?urlpath=tree/book/intro.md"}]
+    book_extension.redirect_launch_buttons(None, "book/intro", "page.html",
+                                           {"header_buttons": other}, None)
+    assert other[0]["url"].endswith("tree/book/intro.md")  # pages that are not editions keep theirs
+
+
 def test_glued_values_are_read_back(book_extension, tmp_path):
     import nbformat
 

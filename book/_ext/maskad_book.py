@@ -14,7 +14,7 @@
    fails instead of the book stating something the data contradict.
 2. The launch button (Binder) of an executed notebook opens its source, ``notebooks/NAME.md``
    (jupytext, installed from environment.yml, opens it as a notebook): the executed copies under
-   ``book/executed/`` are build products, not in the repository.
+   ``book/executed*/`` (one folder per edition) are build products of the study.
 3. Images pasted across notebooks (``{glue}`` with ``:doc:``) are written to ``_images`` (myst-nb only
    references them).
 """
@@ -32,7 +32,8 @@ from sphinx.util import logging
 
 logger = logging.getLogger(__name__)
 
-EXECUTED_PREFIX = "book/executed/"
+# Every edition's folder: book/executed/ (cpu), book/executed-mvtec/ (mvtec), ... (profiles.executed_dir)
+EXECUTED_FOLDER = re.compile(r"book/executed(-[A-Za-z0-9_]+)?/")
 SOURCE_PREFIX = "notebooks/"
 SOURCE_SUFFIX = ".md"  # the notebooks' sources are MyST Markdown (maskad_core.study.NOTEBOOK_SUFFIX)
 
@@ -423,12 +424,12 @@ def _redirect_launch_urls(buttons: list[dict[str, Any]]) -> None:
             _redirect_launch_urls(button["buttons"])
         url = button.get("url")
         # Only the launch links (absolute URLs); the download link points into the build itself.
-        if isinstance(url, str) and url.startswith("https://") and EXECUTED_PREFIX in url:
-            button["url"] = url.replace(EXECUTED_PREFIX, SOURCE_PREFIX).replace(".ipynb", SOURCE_SUFFIX)
+        if isinstance(url, str) and url.startswith("https://") and EXECUTED_FOLDER.search(url):
+            button["url"] = EXECUTED_FOLDER.sub(SOURCE_PREFIX, url).replace(".ipynb", SOURCE_SUFFIX)
 
 
 def redirect_launch_buttons(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
-    if pagename.startswith(EXECUTED_PREFIX) and isinstance(context.get("header_buttons"), list):
+    if EXECUTED_FOLDER.match(pagename) and isinstance(context.get("header_buttons"), list):
         _redirect_launch_urls(context["header_buttons"])
 
 
