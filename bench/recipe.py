@@ -199,6 +199,35 @@ def plateau_probe(data: str, category: str = "cap", steps: int = 300, every: int
     return rows
 
 
+def std_floor_probe(variant: str, study: str, fractions=(0.0, 0.03, 0.1, 0.3, 1.0, 3.0),
+                    sigma: float = 2.0) -> list[dict]:
+    """Mean image AUROC of one trained variant of a study file under each std floor of
+    ``scoring.MapStatistics`` (map l2_centered, smoothed by ``sigma``, standardised, max)."""
+    frame = [json.loads(line) for line in (RESULTS / f"{study}.jsonl").read_text().splitlines()]
+    record = next(r for r in reversed(frame) if r["variant"] == variant)
+    config = TrainConfig(**record["config"]).validate()
+    model = train(config, quiet=True).load_model("cpu")
+    test = reconstruct_test_set(model, config, config.masking, 1)
+    normal = reconstruct_test_set(model, config, config.masking, 1, split="train")
+    maps = {name: scoring.gaussian_smooth(scoring.anomaly_map(part[0], part[1], "l2_centered"), sigma)
+            for name, part in (("test", test), ("train", normal))}
+    labels, categories = test[2], test[3]
+    default, rows = scoring.STD_FLOOR_FRACTION, []
+    try:
+        for fraction in fractions:
+            scoring.STD_FLOOR_FRACTION = fraction
+            statistics = scoring.MapStatistics.fit(maps["train"], list(normal[3]))
+            scores = scoring.image_score(statistics.standardize(maps["test"], list(categories)),
+                                         "max").numpy()
+            per_category = {c: metrics.image_auroc(labels[categories == c], scores[categories == c])
+                            for c in np.unique(categories)}
+            rows.append({"variant": variant, "std_floor_fraction": fraction, "smooth_sigma": sigma,
+                         "image_auroc": float(np.mean(list(per_category.values())))})
+    finally:
+        scoring.STD_FLOOR_FRACTION = default
+    return rows
+
+
 def machine() -> dict:
     from bench.machine import machine_info
 
@@ -246,6 +275,9 @@ def main(argv=None) -> int:
                         help="torch threads (1: two searches side by side on a shared 2-core machine)")
     parser.add_argument("--plateau", action="store_true",
                         help="run the plateau probe instead (writes <study>-plateau.jsonl)")
+    parser.add_argument("--std-floor", metavar="VARIANT",
+                        help="score VARIANT (already in the study file) under several std floors of "
+                             "the per-pixel standardisation (writes <study>-std-floor.jsonl)")
     parser.add_argument("--list", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -261,6 +293,14 @@ def main(argv=None) -> int:
             for row in rows:
                 handle.write(json.dumps({**record, **row}) + "\n")
                 print(row["loss"], row["step"], f"{row['recon_std']:.3f} / {row['image_std']:.3f}")
+        return 0
+    if args.std_floor:
+        out = RESULTS / f"{args.study}-std-floor.jsonl"
+        record = {"machine": machine(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        with out.open("a") as handle:
+            for row in std_floor_probe(args.std_floor, args.study):
+                handle.write(json.dumps({**record, **row}) + "\n")
+                print(row["std_floor_fraction"], f"{row['image_auroc']:.3f}")
         return 0
     base = {**BASE, **(CHOSEN if args.base == "chosen" else json.loads(args.base))}
     maskings = tuple(m for m in args.maskings.split(",") if m)
