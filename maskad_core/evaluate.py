@@ -24,12 +24,13 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm  # not tqdm.auto, which calls iter() on a DataLoader twice
 
 from maskad_core import metrics as metric_fns
+from maskad_core import runs as runs_module
 from maskad_core import scoring
 from maskad_core.config import SCORING_FIELDS, TrainConfig
 from maskad_core.data import DataError, _is_sample_file, read_image
 from maskad_core.masking import make_masks
 from maskad_core.runs import Run, load_run, write_csv
-from maskad_core.runtime import autocast, derive_seed, select_device
+from maskad_core.runtime import autocast, derive_seed, select_device, versions
 from maskad_core.splits import data_root_of, dataset_samples, open_dataset
 
 SCORE_NAMES = (*scoring.REDUCTIONS, "eq1")  # the map's reductions, and the paper's eq. 1
@@ -296,6 +297,36 @@ def evaluate_run(run, data_root: str | Path | None = None, *, device=None, quiet
     evaluation["evaluation"]["overrides"] = {k: getattr(config, k) for k in EVAL_FIELDS
                                              if getattr(config, k) != getattr(run.config, k)}
     return evaluation, scores
+
+
+def evaluate_twin(config: TrainConfig, twin: Run, path: Path, quiet: bool) -> Run:
+    """A run trained exactly as ``twin`` but scored differently: its training is copied, not
+    repeated, and the test split is evaluated with ``config``'s scoring settings."""
+    with runs_module.run_lock(path):
+        runs_module.copy_training(twin.path, path)
+        runs_module.atomic_write_text(path / runs_module.CONFIG_FILE, config.to_yaml())
+        device = select_device(config.device)
+        evaluation, scores = evaluate_model(twin.load_model(device), config, device=device,
+                                            quiet=quiet)
+        source = twin.metrics
+        metrics = {
+            "run": path.name,
+            "config_hash": config.hash(),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "data": {**source["data"], "test_counts": evaluation.pop("test_counts")},
+            "training": {**source["training"], "trained_in": twin.id},
+            "history": source["history"],
+            **evaluation,
+            "versions": versions(),
+            "config": config.to_dict(),
+        }
+        runs_module.write_csv(path / runs_module.SCORES_FILE, scores)
+        runs_module.write_json(path / runs_module.METRICS_FILE, metrics)
+        runs_module.atomic_write_text(path / runs_module.DONE_FILE, metrics["finished"] + "\n")
+    if not quiet:
+        print(f"trained as run {twin.id}; evaluated with this run's scoring")
+        print(format_table(metrics_table(metrics)))
+    return Run(path)
 
 
 # ------------------------------------------------------------------ scoring new images

@@ -30,7 +30,7 @@ from tqdm import tqdm  # not tqdm.auto, which calls iter() on a DataLoader twice
 from maskad_core import runs
 from maskad_core.config import TrainConfig
 from maskad_core.distributed import Distributed
-from maskad_core.evaluate import evaluate_model, format_table, metrics_table
+from maskad_core.evaluate import evaluate_model, evaluate_twin, format_table, metrics_table
 from maskad_core.losses import ReconstructionLoss
 from maskad_core.masking import make_masks
 from maskad_core.model import build_model
@@ -366,36 +366,6 @@ def _run(context: _Context, resume: bool) -> None:
         _train_epochs(context)
     if context.dist.is_main:
         finish_run(context)
-
-
-def evaluate_twin(config: TrainConfig, twin: runs.Run, path: Path, quiet: bool) -> runs.Run:
-    """A run trained exactly as ``twin`` but scored differently: its training is copied, not
-    repeated, and the test split is evaluated with ``config``'s scoring settings."""
-    with runs.run_lock(path):
-        runs.copy_training(twin.path, path)
-        runs.atomic_write_text(path / runs.CONFIG_FILE, config.to_yaml())
-        device = select_device(config.device)
-        evaluation, scores = evaluate_model(twin.load_model(device), config, device=device,
-                                            quiet=quiet)
-        source = twin.metrics
-        metrics = {
-            "run": path.name,
-            "config_hash": config.hash(),
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "data": {**source["data"], "test_counts": evaluation.pop("test_counts")},
-            "training": {**source["training"], "trained_in": twin.id},
-            "history": source["history"],
-            **evaluation,
-            "versions": versions(),
-            "config": config.to_dict(),
-        }
-        runs.write_csv(path / runs.SCORES_FILE, scores)
-        runs.write_json(path / runs.METRICS_FILE, metrics)
-        runs.atomic_write_text(path / runs.DONE_FILE, metrics["finished"] + "\n")
-    if not quiet:
-        print(f"trained as run {twin.id}; evaluated with this run's scoring")
-        print(format_table(metrics_table(metrics)))
-    return runs.Run(path)
 
 
 def finish_run(context: _Context) -> None:
