@@ -17,6 +17,7 @@ the reported set (seed 0) but other images, so choices are not made on a reporte
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -39,6 +40,12 @@ BASE = dict(image_size=64, patch_size=8, embed_dim=96, depth=2, num_heads=3, dec
             decoder_depth=4, decoder_num_heads=4, epochs=40, batch_size=16, lr=1e-3,
             warmup_epochs=4, max_train_images_per_category=40, lpips="off", adam_beta2=0.999,
             augment=["crop", "rotate", "flip"])
+
+# A variant key that is not a TrainConfig setting: "torch" re-initialises every linear and
+# convolution layer with PyTorch's defaults instead of MAE's (xavier-uniform); such runs live under
+# their own MASKAD_HOME, since their configuration (and so their run id) equals the base's.
+INIT_KEY = "init"
+INIT_HOME = Path.home() / ".cache" / "maskad-bench-init-torch"
 
 # Named groups of training variants (overrides of BASE, applied in order within a chain).
 VARIANTS: dict[str, dict[str, dict]] = {
@@ -71,6 +78,8 @@ VARIANTS: dict[str, dict[str, dict]] = {
                  "r2-wd-0": {"weight_decay": 0.0}, "r2-warmup-0": {"warmup_epochs": 0.0}},
     "r2-model": {"r2-heads-6": {"num_heads": 6},
                  "r2-size-128": {"image_size": 128, "patch_size": 16}},
+    # initialisation is not a TrainConfig setting: the bench re-initialises the model itself
+    "r2-init": {"r2-init-torch": {INIT_KEY: "torch"}},
     # the yardstick: the chosen recipe trained with other seeds
     "r2-seed": {"r2-seed-1": {"seed": 1}, "r2-seed-2": {"seed": 2}},
     # the mvtec profile's model (128 px, 16 px patches, 192 wide) against r2-size-128 (96 wide)
@@ -234,16 +243,47 @@ def machine() -> dict:
     return {**machine_info(torch.device("cpu")), "load_1min": os.getloadavg()[0]}
 
 
+@contextlib.contextmanager
+def torch_default_init():
+    """Train with PyTorch's default initialisation of linear and convolution layers, in INIT_HOME."""
+    import maskad_core.train as train_module
+
+    build = train_module.build_model
+
+    def build_with_torch_init(config):
+        model = build(config)
+        for module in model.modules():
+            if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+                module.reset_parameters()
+        return model
+
+    previous = os.environ.get("MASKAD_HOME")
+    os.environ["MASKAD_HOME"] = str(INIT_HOME)
+    train_module.build_model = build_with_torch_init
+    try:
+        yield
+    finally:
+        train_module.build_model = build
+        if previous is None:
+            os.environ.pop("MASKAD_HOME")
+        else:
+            os.environ["MASKAD_HOME"] = previous
+
+
 def run_variant(study: str, data: str, name: str, overrides: dict, base: dict, maskings,
                 out: Path, quiet: bool = True) -> None:
+    overrides = dict(overrides)
+    init = overrides.pop(INIT_KEY, "mae")
     config = TrainConfig(**{**base, **overrides, "data_root": resolve_data(data)}).validate()
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
-    run = train(config, quiet=quiet)
+    with torch_default_init() if init == "torch" else contextlib.nullcontext():
+        run = train(config, quiet=quiet)
     model = run.load_model("cpu")
     trained = run.metrics["training"]
     grid = score_grid(model, config, maskings or (config.masking,))
-    record = {"study": study, "data": data, "variant": name, "overrides": overrides,
+    record = {"study": study, "data": data, "variant": name,
+              "overrides": {**overrides, **({INIT_KEY: init} if init != "mae" else {})},
               "config": config.to_dict(), "run": run.id, "train_seconds": trained["wall_time_s"],
               "final_loss": trained["final_loss"], "wall_seconds": time.perf_counter() - started,
               "load_1min_before": load_before, "machine": machine(),

@@ -53,6 +53,6 @@ def test_multi_class_run_on_bottle_and_screw(tmp_path, monkeypatch, capsys):
 
     out = tmp_path / "scored"
     assert main(["score", str(run.path), str(REAL_MVTEC / "bottle" / "test" / "contamination"),
-                 "--out", str(out), "--no-heatmaps"]) == 0
+                 "--out", str(out), "--no-heatmaps", "--category", "bottle"]) == 0
     assert len((out / "scores.csv").read_text().splitlines()) == 1 + 21
     capsys.readouterr()
