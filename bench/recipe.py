@@ -137,12 +137,15 @@ def score_grid(model, config: TrainConfig, maskings, grid=SCORING_GRID):
         if "per_pixel" in grid["standardizations"]:
             train_images, train_recons, _, train_categories, _, _ = reconstruct_test_set(
                 model, config, masking, partitions, split="train")
+        raw = {kind: scoring.anomaly_map(images, recons, kind=kind) for kind in grid["kinds"]}
+        if "per_pixel" in grid["standardizations"]:
+            raw_normal = {kind: scoring.anomaly_map(train_images, train_recons, kind=kind)
+                          for kind in grid["kinds"]}
         for kind, sigma, standardization in itertools.product(
                 grid["kinds"], grid["sigmas"], grid["standardizations"]):
-            maps = scoring.gaussian_smooth(scoring.anomaly_map(images, recons, kind=kind), sigma)
+            maps = scoring.gaussian_smooth(raw[kind], sigma)
             if standardization == "per_pixel":
-                normal = scoring.gaussian_smooth(
-                    scoring.anomaly_map(train_images, train_recons, kind=kind), sigma)
+                normal = scoring.gaussian_smooth(raw_normal[kind], sigma)
                 statistics = scoring.MapStatistics.fit(normal, list(train_categories))
                 maps = statistics.standardize(maps, list(categories))
             pixel = {}
