@@ -43,9 +43,9 @@ BASE = dict(image_size=64, patch_size=8, embed_dim=96, depth=2, num_heads=3, dec
 
 # A variant key that is not a TrainConfig setting: "torch" re-initialises every linear and
 # convolution layer with PyTorch's defaults instead of MAE's (xavier-uniform); such runs live under
-# their own MASKAD_HOME, since their configuration (and so their run id) equals the base's.
+# their own home (INIT_HOME inside maskad's), since their configuration (and run id) equals the base's.
 INIT_KEY = "init"
-INIT_HOME = Path.home() / ".cache" / "maskad-bench-init-torch"
+INIT_HOME = "bench-init-torch"
 
 # Named groups of training variants (overrides of BASE, applied in order within a chain).
 VARIANTS: dict[str, dict[str, dict]] = {
@@ -250,6 +250,7 @@ def machine() -> dict:
 def torch_default_init():
     """Train with PyTorch's default initialisation of linear and convolution layers, in INIT_HOME."""
     import maskad_core.train as train_module
+    from maskad_core.paths import maskad_home
 
     build = train_module.build_model
 
@@ -261,7 +262,7 @@ def torch_default_init():
         return model
 
     previous = os.environ.get("MASKAD_HOME")
-    os.environ["MASKAD_HOME"] = str(INIT_HOME)
+    os.environ["MASKAD_HOME"] = str(maskad_home() / INIT_HOME)
     train_module.build_model = build_with_torch_init
     try:
         yield
