@@ -11,17 +11,16 @@ import torch
 from train_fixtures import tiny_config
 
 from maskad_core import baselines
-from maskad_core.baselines import (
+from maskad_core.baselines import evaluate_baseline, load_split
+from maskad_core.cli import main
+from maskad_core.data import DataError
+from maskad_core.detectors import (
     STD_FLOOR,
     PixelGaussian,
     PixelNearestNeighbour,
     chunk_sizes,
-    evaluate_baseline,
-    load_split,
     make_detector,
 )
-from maskad_core.cli import main
-from maskad_core.data import DataError
 from maskad_core.evaluate import METRIC_NAMES, format_table, metrics_table
 from maskad_core.splits import dataset_samples, open_dataset
 
