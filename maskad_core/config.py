@@ -47,6 +47,7 @@ UNHASHED_FIELDS = frozenset({"num_workers", "device"})
 SCORING_FIELDS = ("anomaly_map", "map_standardization", "smooth_sigma", "score_reduction",
                   "topk_fraction", "test_masking", "test_partitions", "eval_seed",
                   "max_test_images_per_category")
+_INFINITY = float("inf")  # validate refuses every non-finite float setting (nan, inf, -inf)
 MAP_STANDARDIZATIONS = ("none", "per_pixel")
 
 
@@ -118,6 +119,10 @@ class TrainConfig:
     # ----------------------------------------------------------------- validation
     def validate(self) -> TrainConfig:
         """Raise ValueError naming the first bad setting; return self when all are fine."""
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, float) and not -_INFINITY < value < _INFINITY:  # nan, inf, -inf
+                raise ValueError(f"{item.name} must be a finite number, got {value}")
 
         def positive(name: str, allow_zero: bool = False) -> None:
             value = getattr(self, name)
@@ -149,23 +154,13 @@ class TrainConfig:
                 f"decoder_embed_dim {self.decoder_embed_dim} is not divisible by "
                 f"decoder_num_heads {self.decoder_num_heads}"
             )
-        _choice("masking", self.masking, masking.MASKING_MODES)
-        if self.test_masking is not None:
-            _choice("test_masking", self.test_masking, masking.MASKING_MODES)
-        if "complementary" in (self.masking, self.test_masking):
-            masking.num_views(self.mask_ratio)  # raises ValueError naming the valid ratios
-        elif not 0.0 < self.mask_ratio < 1.0:
-            raise ValueError(f"mask_ratio must be in (0, 1) for random masking, got {self.mask_ratio}")
+        num_patches = (self.image_size // self.patch_size) ** 2
+        for name in ("masking", "test_masking"):  # masking.check names the modes, ratios, patches
+            if getattr(self, name) is not None:
+                masking.check(getattr(self, name), self.mask_ratio, num_patches, setting=name)
         for name in ("adam_beta1", "adam_beta2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        num_patches = (self.image_size // self.patch_size) ** 2
-        if self.num_views > num_patches:
-            raise ValueError(
-                f"mask_ratio {self.mask_ratio} gives {self.num_views} views but image_size "
-                f"{self.image_size} / patch_size {self.patch_size} gives only {num_patches} patches "
-                "(each view needs one visible patch)"
-            )
         if self.topk_fraction > 1:
             raise ValueError(f"topk_fraction must be in (0, 1], got {self.topk_fraction}")
         _choice("lpips", self.lpips, LPIPS_MODES)
@@ -255,7 +250,7 @@ class TrainConfig:
     @property
     def num_views(self) -> int:
         """Views per image in training."""
-        return masking.num_views(self.mask_ratio) if self.masking == "complementary" else 1
+        return masking.views_per_image(self.masking, self.mask_ratio)
 
     @property
     def eval_masking(self) -> str:

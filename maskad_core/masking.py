@@ -20,10 +20,7 @@ def valid_mask_ratios(max_views: int = 10) -> list[float]:
 
 def num_views(mask_ratio: float) -> int:
     """n = 1/(1 - r), the number of complementary views; ValueError unless it is an integer >= 2."""
-    try:
-        ratio = float(mask_ratio)
-    except (TypeError, ValueError):
-        raise ValueError(f"mask_ratio must be a number, got {mask_ratio!r}") from None
+    ratio = _as_number(mask_ratio)
     if not 0.0 < ratio < 1.0:
         raise ValueError(
             f"mask_ratio must lie strictly between 0 and 1, got {ratio}; "
@@ -36,6 +33,40 @@ def num_views(mask_ratio: float) -> int:
             f"valid ratios are 1 - 1/n: {_valid_text()}"
         )
     return int(round(views))
+
+
+def check(mode: str, mask_ratio: float, num_patches: int | None = None, setting: str = "masking") -> int:
+    """Validate a masking mode with its mask ratio (and, given ``num_patches``, that every view
+    keeps a visible patch); return the views per image. ValueError naming ``setting`` (the
+    configuration key holding ``mode``), the allowed modes or the valid ratios."""
+    if mode not in MASKING_MODES:
+        raise ValueError(f"{setting} {mode!r} is not one of: {', '.join(MASKING_MODES)}")
+    if mode == "complementary":
+        views = num_views(mask_ratio)  # names the valid ratios
+    else:
+        ratio = _as_number(mask_ratio)
+        if not 0.0 < ratio < 1.0:
+            raise ValueError(f"mask_ratio must be in (0, 1) for random masking, got {mask_ratio!r}")
+        views = 1
+    if num_patches is not None and views > num_patches:
+        raise ValueError(
+            f"mask_ratio {mask_ratio} gives {views} views but {setting}={mode} has only "
+            f"{num_patches} patches, (image_size / patch_size)^2 (each view needs one visible patch)"
+        )
+    return views
+
+
+def views_per_image(mode: str, mask_ratio: float) -> int:
+    """The masked views of one image a mode draws: n = 1/(1 - r) for complementary, 1 for random
+    (ValueError as :func:`check` for a bad mode or ratio)."""
+    return check(mode, mask_ratio)
+
+
+def _as_number(mask_ratio) -> float:
+    try:
+        return float(mask_ratio)
+    except (TypeError, ValueError):
+        raise ValueError(f"mask_ratio must be a number, got {mask_ratio!r}") from None
 
 
 def _valid_text() -> str:
@@ -78,11 +109,11 @@ def make_masks(
     masking: str, num_patches: int, mask_ratio: float, generator: torch.Generator | None = None
 ) -> torch.BoolTensor:
     """Dispatch on the masking mode: "complementary" (the paper) or "random" (vanilla MAE)."""
+    if masking not in MASKING_MODES:
+        raise ValueError(f"masking {masking!r} is not one of: {', '.join(MASKING_MODES)}")
     if masking == "complementary":
         return complementary_masks(num_patches, mask_ratio, generator)
-    if masking == "random":
-        return random_masks(num_patches, mask_ratio, generator)
-    raise ValueError(f"masking must be one of {', '.join(MASKING_MODES)}; got {masking!r}")
+    return random_masks(num_patches, mask_ratio, generator)
 
 
 def _check_num_patches(num_patches: int, views: int) -> None:
