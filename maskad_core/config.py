@@ -22,6 +22,7 @@ import hashlib
 import json
 import types
 import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from maskad_core.losses import (
     LPIPS_MODES,
 )
 from maskad_core.model import INPUT_NORMS
+from maskad_core.overrides import parse_value, split_assignments, split_list, unquote
 from maskad_core.scoring import ANOMALY_MAP_KINDS, REDUCTIONS
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -211,21 +213,12 @@ class TrainConfig:
             raise ValueError(f"{source} must hold a mapping of settings, got {type(values).__name__}")
         return cls.from_dict(values)
 
-    def with_overrides(self, overrides: list[str] | dict | None) -> TrainConfig:
-        """A copy with ``key=value`` strings (or a dict) applied, each value parsed by the field's type."""
-        if not overrides:
-            return dataclasses.replace(self)
-        if isinstance(overrides, dict):
-            pairs = list(overrides.items())
-        else:
-            pairs = []
-            for item in overrides:
-                key, sep, value = item.partition("=")
-                if not sep:
-                    raise ValueError(f"override {item!r} is not of the form key=value")
-                pairs.append((key.strip(), value.strip()))
+    def with_overrides(self, overrides: Iterable[str] | Mapping | None) -> TrainConfig:
+        """A copy with ``key=value`` strings (or a mapping) applied. Each value is read with the
+        grammar of :mod:`maskad_core.overrides` and then as its field's type: ``data_root=none`` is
+        None, ``categories=bottle`` is ``["bottle"]``, ``lr=1`` is 1.0; errors name the key."""
         values = self.to_dict()
-        for key, value in pairs:
+        for key, value in split_assignments(overrides).items():
             if key not in _FIELD_TYPES:
                 raise ValueError(_unknown_key_message(key))
             values[key] = value
@@ -285,47 +278,68 @@ def _unknown_key_message(key: str) -> str:
 
 
 def _split_list(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
+    """The items of a list setting written as text (``a,b``, ``[a, b]`` or one item ``a``),
+    each verbatim (quotes removed): category names such as ``01`` stay text."""
+    items = split_list(text)
+    return [unquote(item) for item in (items if items is not None else [text])]
 
 
 def _coerce(key: str, value):
-    """Parse ``value`` (a string from the command line, or a YAML value) as field ``key``'s type."""
+    """``value`` as field ``key``'s type: text (the command line, a YAML file's string) is read
+    with the grammar of :mod:`maskad_core.overrides` first, so ``none``/``null``/``~`` and an empty
+    text give None for an optional field (a text field that cannot be None takes the word
+    ``none``: ``map_standardization=none``; a list field that cannot be None an empty list),
+    ``1e-3`` a number, ``a,b`` or ``[a, b]`` a list."""
+    optional, inner = _field_type(key)
+    parsed = parse_value(value) if isinstance(value, str) else value
+    if parsed is None or parsed == "":
+        if optional:
+            return None
+        if isinstance(value, str) and parsed is None and inner is str:
+            return "none"
+        if isinstance(value, str) and typing.get_origin(inner) is list:
+            return []  # augment=none, augment= or augment=[]: no augmentation
+        if value is None:
+            raise ValueError(f"{key} cannot be empty (expected {_type_name(inner)})")
+    else:
+        try:
+            return _as_field_type(inner, parsed, value)
+        except (TypeError, ValueError, KeyError):
+            pass
+    raise ValueError(f"bad value {value!r} for {key}: expected {_type_name(inner)}")
+
+
+def _field_type(key: str) -> tuple[bool, object]:
+    """(whether the field may be None, its type without the None)."""
     hint = _FIELD_TYPES[key]
     args = typing.get_args(hint)
     optional = type(None) in args and (typing.get_origin(hint) in (typing.Union, types.UnionType))
-    inner = next((a for a in args if a is not type(None)), hint) if optional else hint
-    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null", "")):
-        if optional:
-            return None
-        raise ValueError(f"{key} cannot be empty (expected {_type_name(inner)})")
-    try:
-        if typing.get_origin(inner) is list:
-            items = _split_list(value) if isinstance(value, str) else list(value)
-            return [str(item) for item in items]
-        if inner is bool:
-            if isinstance(value, bool):
-                return value
-            lowered = str(value).lower()
-            if lowered in ("true", "1", "yes", "on"):
-                return True
-            if lowered in ("false", "0", "no", "off"):
-                return False
+    return optional, (next((a for a in args if a is not type(None)), hint) if optional else hint)
+
+
+def _as_field_type(inner, parsed, value):
+    """``parsed`` (``value`` read by the grammar) as ``inner``; TypeError, ValueError or KeyError if
+    it is not one."""
+    if typing.get_origin(inner) is list:
+        if isinstance(value, str):
+            return _split_list(value)
+        return [str(item) for item in (parsed if isinstance(parsed, (list, tuple)) else [parsed])]
+    if inner is str:  # text verbatim: a folder named 2024, a path with a comma
+        if isinstance(value, str):
+            return unquote(value)
+        if isinstance(parsed, (list, tuple, dict)):
             raise ValueError
-        if inner is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
-        if inner is float:
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if inner is str:
-            return str(value)
-    except (TypeError, ValueError):
-        pass
-    else:
-        return value
-    raise ValueError(f"bad value {value!r} for {key}: expected {_type_name(inner)}")
+        return str(parsed)
+    if inner is bool:
+        return parsed if isinstance(parsed, bool) else _BOOL_WORDS[str(parsed).lower()]
+    if isinstance(parsed, bool) or not isinstance(parsed, (int, float)):
+        raise ValueError
+    if inner is int and not float(parsed).is_integer():
+        raise ValueError
+    return inner(parsed)
+
+
+_BOOL_WORDS = {"1": True, "yes": True, "on": True, "0": False, "no": False, "off": False}
 
 
 def _type_name(hint) -> str:
