@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from bench.machine import ContentionMeter, PeakMemory, machine_info
-from maskad_core import baselines
+from maskad_core import baselines, detectors
 from maskad_core.runs import atomic_write_text, write_json
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -84,8 +84,8 @@ def measure(args) -> dict:
                             "evaluation": evaluation["evaluation"]})
     return {"measured": started.strftime("%Y-%m-%d %H:%M UTC"), "machine": info,
             "load": meter.report(info["cores"]), "command": command_line(args), "notes": notes,
-            "smooth_sigma": baselines.DEFAULT_SMOOTH_SIGMA, "std_floor": baselines.STD_FLOOR,
-            "max_chunk_bytes": baselines.DEFAULT_MAX_CHUNK_BYTES, "results": results}
+            "smooth_sigma": baselines.DEFAULT_SMOOTH_SIGMA, "std_floor": detectors.STD_FLOOR,
+            "max_chunk_bytes": detectors.DEFAULT_MAX_CHUNK_BYTES, "results": results}
 
 
 def command_line(args) -> str:

@@ -31,8 +31,9 @@ import numpy as np
 
 from maskad_core import report
 from maskad_core.comparison import format_interval
-from maskad_core.evaluate import evaluate_run, headline_description
+from maskad_core.evaluate import headline_description
 from maskad_core.profiles import load_profile, train_config
+from maskad_core.run_record import evaluate_run
 from maskad_core.train import train
 
 RESULTS = Path(__file__).parent / "results"

@@ -24,12 +24,12 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from maskad_core import metrics, scoring
+from maskad_core import scoring
 from maskad_core.config import TrainConfig
 from maskad_core.evaluate import image_masks
+from maskad_core.results import score_split
 from maskad_core.splits import dataset_samples, open_dataset
 from maskad_core.train import train
 
@@ -107,13 +107,13 @@ def resolve_data(name: str) -> str:
 @torch.no_grad()
 def reconstruct_test_set(model, config: TrainConfig, masking: str, partitions: int,
                          split: str = "test"):
-    """(images, reconstructions, labels, categories, masks, has_mask) of the whole test split (or
-    of the unaugmented training images, with the masks ``evaluate.fit_map_statistics`` uses)."""
+    """(images, reconstructions, masks, samples) of the whole test split (or of the unaugmented
+    training images, with the masks ``evaluate.fit_map_statistics`` uses)."""
     test_set, _ = open_dataset(config, split)
     scoring_config = TrainConfig(**{**config.to_dict(), "test_masking": masking,
                                     "test_partitions": partitions})
     model.eval()
-    images, recons, masks, has_mask = [], [], [], []
+    images, recons, masks = [], [], []
     for start in range(0, len(test_set), 32):
         items = [test_set[i] for i in range(start, min(start + 32, len(test_set)))]
         batch = torch.stack([item["image"] for item in items])
@@ -122,50 +122,39 @@ def reconstruct_test_set(model, config: TrainConfig, masking: str, partitions: i
         recons.append(model.reconstruct(batch, view_masks).clamp(0, 1))
         images.append(batch)
         masks.append(torch.stack([item["mask"][0] for item in items]))
-        has_mask.extend(bool(item["has_mask"]) for item in items)
-    samples = dataset_samples(test_set)
-    return (torch.cat(images), torch.cat(recons), np.array([s.label for s in samples]),
-            np.array([s.category for s in samples]), torch.cat(masks), np.array(has_mask))
+    return torch.cat(images), torch.cat(recons), torch.cat(masks), dataset_samples(test_set)
 
 
 def score_grid(model, config: TrainConfig, maskings, grid=SCORING_GRID):
-    """One dict per scoring variant: per-category image AUROC, their mean, mean pixel AUROC."""
+    """One dict per scoring variant: per-category image AUROC, their mean, mean pixel AUROC;
+    each variant's maps scored by ``results.score_split``, the path every evaluation takes."""
     rows = []
     for masking, partitions in itertools.product(maskings, grid["partitions"]):
-        images, recons, labels, categories, masks, has_mask = reconstruct_test_set(
-            model, config, masking, partitions)
-        if "per_pixel" in grid["standardizations"]:
-            train_images, train_recons, _, train_categories, _, _ = reconstruct_test_set(
-                model, config, masking, partitions, split="train")
+        images, recons, masks, samples = reconstruct_test_set(model, config, masking, partitions)
         raw = {kind: scoring.anomaly_map(images, recons, kind=kind) for kind in grid["kinds"]}
         if "per_pixel" in grid["standardizations"]:
+            train_images, train_recons, _, normal = reconstruct_test_set(
+                model, config, masking, partitions, split="train")
             raw_normal = {kind: scoring.anomaly_map(train_images, train_recons, kind=kind)
                           for kind in grid["kinds"]}
         for kind, sigma, standardization in itertools.product(
                 grid["kinds"], grid["sigmas"], grid["standardizations"]):
             maps = scoring.gaussian_smooth(raw[kind], sigma)
             if standardization == "per_pixel":
-                normal = scoring.gaussian_smooth(raw_normal[kind], sigma)
-                statistics = scoring.MapStatistics.fit(normal, list(train_categories))
-                maps = statistics.standardize(maps, list(categories))
-            pixel = {}
-            for category in np.unique(categories):
-                keep = (categories == category) & has_mask
-                if keep.any() and masks[torch.from_numpy(keep)].any():
-                    pixel[category] = metrics.pixel_auroc(masks[torch.from_numpy(keep)],
-                                                          maps[torch.from_numpy(keep)])
+                statistics = scoring.MapStatistics.fit(
+                    scoring.gaussian_smooth(raw_normal[kind], sigma), [s.category for s in normal])
+                maps = statistics.standardize(maps, [s.category for s in samples])
+            scored = score_split(samples, maps, masks, detail=False,
+                                 topk_fraction=config.topk_fraction)
             for reduction in grid["reductions"]:
-                scores = scoring.image_score(maps, reduction).numpy()
-                per_category = {c: metrics.image_auroc(labels[categories == c],
-                                                       scores[categories == c])
-                                for c in np.unique(categories)}
+                per_category = {c: row[f"image_auroc_{reduction}"]
+                                for c, row in scored.per_category.items()}
                 rows.append({"test_masking": masking, "test_partitions": partitions,
                              "anomaly_map": kind, "smooth_sigma": sigma,
                              "map_standardization": standardization,
                              "reduction": reduction, "per_category": per_category,
-                             "image_auroc": float(np.mean(list(per_category.values()))),
-                             "pixel_auroc": float(np.mean(list(pixel.values())))
-                             if pixel else float("nan")})
+                             "image_auroc": scored.mean[f"image_auroc_{reduction}"],
+                             "pixel_auroc": scored.mean["pixel_auroc"]})
     return rows
 
 
@@ -223,18 +212,16 @@ def std_floor_probe(variant: str, study: str, fractions=(0.0, 0.03, 0.1, 0.3, 1.
     normal = reconstruct_test_set(model, config, config.masking, 1, split="train")
     maps = {name: scoring.gaussian_smooth(scoring.anomaly_map(part[0], part[1], "l2_centered"), sigma)
             for name, part in (("test", test), ("train", normal))}
-    labels, categories = test[2], test[3]
+    samples, normal_categories = test[3], [s.category for s in normal[3]]
     default, rows = scoring.STD_FLOOR_FRACTION, []
     try:
         for fraction in fractions:
             scoring.STD_FLOOR_FRACTION = fraction
-            statistics = scoring.MapStatistics.fit(maps["train"], list(normal[3]))
-            scores = scoring.image_score(statistics.standardize(maps["test"], list(categories)),
-                                         "max").numpy()
-            per_category = {c: metrics.image_auroc(labels[categories == c], scores[categories == c])
-                            for c in np.unique(categories)}
+            statistics = scoring.MapStatistics.fit(maps["train"], normal_categories)
+            standardized = statistics.standardize(maps["test"], [s.category for s in samples])
+            scored = score_split(samples, standardized, detail=False)
             rows.append({"variant": variant, "std_floor_fraction": fraction, "smooth_sigma": sigma,
-                         "image_auroc": float(np.mean(list(per_category.values())))})
+                         "image_auroc": scored.mean["image_auroc_max"]})
     finally:
         scoring.STD_FLOOR_FRACTION = default
     return rows

@@ -16,11 +16,12 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from functools import partial
 from pathlib import Path
 
+from maskad_core.cli_evaluate import register_baseline, register_evaluate, register_score
 from maskad_core.config import TrainConfig, field_defaults
-from maskad_core.evaluate import EVAL_FIELDS
-from maskad_core.paths import SOURCE_ROOT
+from maskad_core.paths import SOURCE_ROOT, ensure_home
 from maskad_core.study import register_study
 
 EXIT_USAGE = 2
@@ -106,6 +107,7 @@ def cmd_train(args) -> int:
     if args.nproc < 1:
         raise ValueError(f"--nproc must be >= 1, got {args.nproc}")
     config = config_from_args(args)
+    ensure_home()  # a MASKAD_HOME that is a file or read-only: one line, before any work
     if args.resume and args.restart:
         raise ValueError("--resume and --restart contradict each other")
     path = runs.run_path(config)
@@ -150,140 +152,6 @@ def launch_distributed(args, config: TrainConfig) -> int:
                            "see the messages above")
     if not args.quiet:
         print(f"run: {runs.run_path(config)}")
-    return 0
-
-
-# ------------------------------------------------------------------ evaluate
-def register_evaluate(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "evaluate", help="evaluate a run: per-category metrics table with a mean row",
-        description=_wrap("Score the test split with a run's model and print and write the per-category "
-                    "table (image AUROC per reduction, pixel AUROC, AUPRO) with the mean row."),
-        formatter_class=_Formatter)
-    parser.add_argument("run", metavar="RUN", help="run folder, or (a prefix of) a run id")
-    parser.add_argument("--data", metavar="ROOT", default=None,
-                        help="data folder to evaluate on; None: the data the run was trained on")
-    parser.add_argument("--out", metavar="DIR", default=None,
-                        help="where to write table.csv, metrics.json, scores.csv; "
-                             "None: RUN/evaluate")
-    parser.add_argument("--device", default=None, help="device; None: the run's setting")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="evaluation settings to change without retraining: "
-                             + ", ".join(EVAL_FIELDS))
-    parser.set_defaults(func=cmd_evaluate)
-
-
-def cmd_evaluate(args) -> int:
-    from maskad_core import runs
-    from maskad_core.evaluate import evaluate_run, format_table, metrics_table
-
-    run = runs.load_run(args.run)
-    if args.data is not None and not Path(args.data).expanduser().is_dir():
-        raise FileNotFoundError(f"data folder {args.data} does not exist")
-    metrics, scores = evaluate_run(run, args.data, device=args.device, quiet=args.quiet,
-                                   overrides=args.overrides)
-    table = metrics_table(metrics)
-    out = Path(args.out) if args.out else run.path / "evaluate"
-    out.mkdir(parents=True, exist_ok=True)
-    runs.atomic_write_text(out / "table.csv", table.to_csv())
-    runs.write_json(out / "metrics.json", metrics)
-    runs.write_csv(out / "scores.csv", scores)
-    print(format_table(table))
-    print(f"written: {out / 'table.csv'}")
-    return 0
-
-
-# ------------------------------------------------------------------ score
-def register_score(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "score", help="score new images with a run's model; heat maps and a CSV",
-        description=_wrap("Anomaly scores for new images (every reduction) in DIR/scores.csv and, per "
-                    "image, a PNG with the image, its reconstruction and the anomaly map."),
-        formatter_class=_Formatter)
-    parser.add_argument("run", metavar="RUN", help="run folder, or (a prefix of) a run id")
-    parser.add_argument("inputs", metavar="IMAGE_OR_FOLDER", nargs="+",
-                        help="image files, or folders searched recursively")
-    parser.add_argument("--out", metavar="DIR", required=True, help="output folder")
-    parser.add_argument("--category", default=None,
-                        help="the images' category, for a run trained on several whose maps are "
-                             "standardised per pixel (map_standardization=per_pixel)")
-    parser.add_argument("--no-heatmaps", action="store_true", help="write only scores.csv")
-    parser.add_argument("--device", default=None, help="device; None: the run's setting")
-    parser.set_defaults(func=cmd_score)
-
-
-def cmd_score(args) -> int:
-    from maskad_core.evaluate import score_images
-
-    frame = score_images(args.run, args.inputs, args.out, category=args.category,
-                         device=args.device, heatmaps=not args.no_heatmaps)
-    print(f"scored {len(frame)} image(s): {Path(args.out) / 'scores.csv'}")
-    return 0
-
-
-# ------------------------------------------------------------------ baseline
-def register_baseline(subparsers) -> None:
-    from maskad_core import baselines
-
-    defaults = field_defaults()
-    parser = subparsers.add_parser(
-        "baseline", help="training-free detectors (per-pixel Gaussian, nearest neighbour): the floor",
-        description=_wrap("Fit a training-free detector per category on the normal training images "
-                    "(the MAE's selection, size and loader) and print the same per-category table "
-                    "as 'maskad evaluate'. The headline is image_auroc_max: the max of the map "
-                    "smoothed with --smooth-sigma."),
-        formatter_class=_Formatter)
-    parser.add_argument("--data", metavar="ROOT", default=None,
-                        help="MVTec AD-layout data folder; None: the embedded synthetic set")
-    parser.add_argument("--categories", default=None,
-                        help="comma-separated categories; None: every category found")
-    parser.add_argument("--method", choices=baselines.METHODS, default="gaussian",
-                        help="gaussian: per-pixel mean and std, squared z; nn: per-pixel nearest "
-                             "normal training image, squared error")
-    parser.add_argument("--image-size", type=int, default=defaults["image_size"],
-                        help="image side in pixels")
-    parser.add_argument("--max-train", type=int, default=None,
-                        help="training images per category; None: all")
-    parser.add_argument("--max-test", type=int, default=None,
-                        help="test images per category; None: all")
-    parser.add_argument("--smooth-sigma", type=float, default=baselines.DEFAULT_SMOOTH_SIGMA,
-                        help="Gaussian smoothing of the maps, in pixels")
-    parser.add_argument("--max-chunk-mib", type=float,
-                        default=baselines.DEFAULT_MAX_CHUNK_BYTES / 2**20,
-                        help="nn: memory bound of one chunk of test-minus-training differences")
-    parser.add_argument("--json", metavar="PATH", default=None,
-                        help="also write the evaluation (per category, mean, seconds) as JSON")
-    parser.set_defaults(func=cmd_baseline)
-
-
-def cmd_baseline(args) -> int:
-    from maskad_core import runs
-    from maskad_core.baselines import evaluate_baseline
-    from maskad_core.evaluate import format_table, metrics_table
-
-    if args.data is not None and not Path(args.data).expanduser().is_dir():
-        raise FileNotFoundError(f"data folder {args.data} does not exist")
-    for flag, value in (("--max-train", args.max_train), ("--max-test", args.max_test)):
-        if value is not None and value < 1:
-            raise ValueError(f"{flag} must be >= 1 (leave it out for all images), got {value}")
-    if not args.max_chunk_mib > 0:
-        raise ValueError(f"--max-chunk-mib must be > 0, got {args.max_chunk_mib}")
-    categories = None
-    if args.categories is not None:
-        categories = [c.strip() for c in args.categories.split(",") if c.strip()]
-    evaluation, _ = evaluate_baseline(
-        args.method, args.data, categories, args.image_size, args.max_train, args.max_test,
-        smooth_sigma=args.smooth_sigma, max_chunk_bytes=max(1, int(args.max_chunk_mib * 2**20)))
-    settings = evaluation["evaluation"]
-    print(format_table(metrics_table(evaluation)))
-    print(f"{args.method} (training-free), {args.image_size} px, smoothing sigma {args.smooth_sigma:g}; "
-          f"headline {settings['headline']}; load {settings['load_s']:.1f} s, "
-          f"fit {settings['fit_s']:.1f} s, score {settings['score_s']:.1f} s")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        runs.write_json(Path(args.json), evaluation)
-        print(f"written: {args.json}")
     return 0
 
 
@@ -335,8 +203,10 @@ def run_bench(arguments: list[str]) -> int:
 
 
 # ------------------------------------------------------------------ entry point
-SUBCOMMANDS = [register_train, register_evaluate, register_score, register_baseline, register_data,
-               register_study, register_bench]
+SUBCOMMANDS = [register_train, partial(register_evaluate, formatter=_Formatter),
+               partial(register_score, formatter=_Formatter),
+               partial(register_baseline, formatter=_Formatter), register_data, register_study,
+               register_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -383,6 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     except _user_errors() as error:
         message = " ".join(str(error).split()) or type(error).__name__
         print(f"maskad: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as error:  # what the checks before the work could not foresee (disk full, ...)
+        where = f" ({error.filename})" if error.filename else ""
+        print(f"maskad: error: {error.strerror or type(error).__name__}{where}: check that path's "
+              "permissions and free space", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("maskad: interrupted", file=sys.stderr)

@@ -140,6 +140,18 @@ def image_score(maps: Tensor, reduction: str = "mean", topk_fraction: float = 0.
     return flat.topk(k, dim=1).values.mean(dim=1)
 
 
+# How a map is standardised before it is reduced: "none" (as it is) or "per_pixel" (MapStatistics).
+MAP_STANDARDIZATIONS = ("none", "per_pixel")
+
+
+def standardizes(standardization: str) -> bool:
+    """Whether maps under this standardisation need MapStatistics (ValueError if unknown)."""
+    if standardization not in MAP_STANDARDIZATIONS:
+        raise ValueError(f"map_standardization {standardization!r} is not one of: "
+                         f"{', '.join(MAP_STANDARDIZATIONS)}")
+    return standardization == "per_pixel"
+
+
 # The std floor of MapStatistics, as a fraction of the category's mean per-pixel std: a pixel whose
 # training maps barely vary must not turn a tiny error into a huge z-score. Measured on the tuning
 # data (`python -m bench.recipe --std-floor norm-ssim-0.1`, bench/results/recipe/gen-val-std-floor.jsonl):
@@ -172,6 +184,22 @@ class MapStatistics:
             spread = chosen.std(dim=0, correction=0)
             std[category] = spread + STD_FLOOR_FRACTION * spread.mean() + 1e-12
         return cls(mean, std)
+
+    @property
+    def categories(self) -> list[str]:
+        return sorted(self.mean)
+
+    def state(self) -> dict:
+        """Plain tensors and names, for ``torch.save`` (loadable with weights_only=True)."""
+        return {"categories": self.categories,
+                "mean": torch.stack([self.mean[c] for c in self.categories]),
+                "std": torch.stack([self.std[c] for c in self.categories])}
+
+    @classmethod
+    def from_state(cls, state: dict) -> MapStatistics:
+        names = list(state["categories"])
+        return cls(dict(zip(names, state["mean"], strict=True)),
+                   dict(zip(names, state["std"], strict=True)))
 
     def standardize(self, maps: Tensor, categories) -> Tensor:
         """(B, H, W) maps of images of these B categories, each as per-pixel z-scores."""

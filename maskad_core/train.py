@@ -19,34 +19,37 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, RandomSampler
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm  # not tqdm.auto, which calls iter() on a DataLoader twice
 
-from maskad_core import runs
+from maskad_core import run_record, runs
 from maskad_core.config import TrainConfig
 from maskad_core.distributed import Distributed
-from maskad_core.evaluate import evaluate_model, evaluate_twin, format_table, metrics_table
+from maskad_core.epoch import LOSS_COMPONENTS, EpochTally, SeededItems, batch_masks, train_one_epoch
 from maskad_core.losses import ReconstructionLoss
-from maskad_core.masking import make_masks
 from maskad_core.model import build_model
+from maskad_core.run_record import evaluate_twin
 from maskad_core.runtime import (
-    autocast,
     derive_seed,
     deterministic,
     seed_everything,
     seed_worker,
     select_device,
-    versions,
 )
-from maskad_core.splits import data_root_of, dataset_samples, open_dataset
+from maskad_core.splits import (
+    check_data,
+    data_fingerprint,
+    data_root_of,
+    dataset_samples,
+    open_dataset,
+)
 
-LOSS_COMPONENTS = ("total", "ssim", "l1", "lpips")
-PROGRESS_EVERY = 20  # steps between progress-bar updates (each one reads the loss from the device)
 CHECKPOINT_FORMAT = 1
 
 
@@ -55,27 +58,6 @@ class TrainingDivergedError(RuntimeError):
 
 
 # ------------------------------------------------------------------ building blocks
-class SeededItems(Dataset):
-    """Seeds torch's generator from (seed, epoch, index) before reading each item, so that an
-    image's augmentation does not depend on the number of DataLoader workers or processes."""
-
-    def __init__(self, dataset: Dataset, seed: int):
-        self.dataset, self.seed, self.epoch = dataset, seed, 0
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        torch.manual_seed(derive_seed(self.seed, "item", self.epoch, index))
-        return self.dataset[index]
-
-
-def batch_masks(config: TrainConfig, num_patches: int, batch: int, generator: torch.Generator):
-    """One independent set of masks per image: (B, n, L)."""
-    return torch.stack([make_masks(config.masking, num_patches, config.mask_ratio, generator)
-                        for _ in range(batch)])
-
-
 def lr_factor(step: int, total_steps: int, warmup_steps: float) -> float:
     """Linear warmup to 1 over ``warmup_steps``, then cosine decay to 0 at ``total_steps``."""
     if step < warmup_steps:
@@ -94,56 +76,21 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.A
     return torch.optim.AdamW(groups, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2))
 
 
-# ------------------------------------------------------------------ hooks (tests inject failures here)
-def _after_step(epoch: int, step: int) -> None:
-    """Called after every optimiser step (epoch and step count from 0)."""
+# ------------------------------------------------------------------ what an observer may hook in
+@dataclass
+class Callbacks:
+    """Optional observers of a training run (tests use them to stop a run at a chosen moment).
+    ``after_step(epoch, step)`` runs after every optimiser step, ``after_epoch(epoch)`` after each
+    epoch's checkpoint is written, ``before_evaluation()`` once training is complete (epochs and
+    steps count from 0)."""
 
-
-def _after_epoch(epoch: int) -> None:
-    """Called after each epoch's checkpoint is written (epoch counts from 0)."""
-
-
-def _train_epochs(context: _Context) -> None:
-    """The training loop proper (a function of its own so that tests can tell it ran)."""
-    context.loop()
+    after_step: Callable[[int, int], None] | None = None
+    after_epoch: Callable[[int], None] | None = None
+    before_evaluation: Callable[[], None] | None = None
 
 
 # ------------------------------------------------------------------ the training run
-class _EpochTally:
-    """One epoch's loss sums and its first non-finite loss, kept as tensors on the training device,
-    so that a step never waits for the device; :meth:`read` brings them to the host once."""
-
-    def __init__(self, device: torch.device):
-        dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
-        self.sums = torch.zeros(len(LOSS_COMPONENTS), dtype=dtype, device=device)
-        self.bad_step = torch.full((), -1, dtype=torch.long, device=device)
-        self.bad_loss = torch.zeros((), device=device)
-        self.images = 0
-
-    def add(self, loss: torch.Tensor, parts: dict[str, torch.Tensor], count: int, step: int) -> None:
-        self.sums += torch.stack([parts[k] for k in LOSS_COMPONENTS]).to(self.sums.dtype) * count
-        self.images += count
-        first = ~torch.isfinite(loss.detach()) & (self.bad_step < 0)
-        self.bad_step = torch.where(first, step, self.bad_step)
-        self.bad_loss = torch.where(first, loss.detach().float(), self.bad_loss)
-
-    def means(self) -> dict[str, str]:
-        """The running mean of each loss component, for the progress bar (reads the device)."""
-        values = (self.sums / max(self.images, 1)).tolist()
-        return {k: f"{v:.4f}" for k, v in zip(LOSS_COMPONENTS, values, strict=True)}
-
-    def read(self) -> tuple[torch.Tensor, int | None, float | None]:
-        """The epoch's one read of the device: (loss sums and image count, float64 on the CPU, as
-        the processes add them up; step and value of the first non-finite loss, or None, None)."""
-        dtype = self.sums.dtype
-        host = torch.cat([self.sums, self.bad_step.to(dtype).view(1), self.bad_loss.to(dtype).view(1)])
-        host = host.cpu().double()
-        totals = torch.cat([host[:-2], torch.tensor([float(self.images)], dtype=torch.float64)])
-        step = int(host[-2])
-        return totals, (None if step < 0 else step), (None if step < 0 else float(host[-1]))
-
-
-class _Context:
+class TrainingRun:
     """Everything one training run holds: data, model, optimiser, schedule, progress."""
 
     def __init__(self, config: TrainConfig, path: Path, distributed: Distributed, quiet: bool):
@@ -152,27 +99,8 @@ class _Context:
         if config.batch_size % distributed.world_size:
             raise ValueError(f"batch_size {config.batch_size} is not divisible by the "
                              f"{distributed.world_size} processes")
-        self.local_batch = config.batch_size // distributed.world_size
-
         self.data_root, self.synthetic = data_root_of(config), config.data_root is None
-        self.train_set, self.train_full = open_dataset(config, "train", self.data_root, augment=True)
-        self.seeded_train_set = SeededItems(self.train_set, config.seed)
-        if distributed.active:
-            self.sampler = DistributedSampler(self.train_set, num_replicas=distributed.world_size,
-                                              rank=distributed.rank, shuffle=True, seed=config.seed)
-            self.loader_generator = None
-        else:
-            self.loader_generator = torch.Generator()
-            self.sampler = RandomSampler(self.train_set, generator=self.loader_generator)
-        self.loader = DataLoader(
-            self.seeded_train_set, batch_size=self.local_batch, sampler=self.sampler,
-            num_workers=config.num_workers, worker_init_fn=seed_worker,
-            generator=self.loader_generator, pin_memory=self.device.type == "cuda",
-        )
-        self.steps_per_epoch = len(self.loader)
-        self.total_steps = self.steps_per_epoch * config.epochs
-        self.warmup_steps = config.effective_warmup_epochs() * self.steps_per_epoch
-
+        self._open_data()
         seed_everything(config.seed)  # model initialisation
         self.model = build_model(config).to(self.device)
         self.criterion = ReconstructionLoss(config.ssim_weight, config.l1_weight, config.lpips_weight,
@@ -185,13 +113,31 @@ class _Context:
         if distributed.active:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.step_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        self.autocast = autocast(self.device)
         self.mask_generator = torch.Generator()
-
         self.epoch = 0  # epochs finished
         self.history: list[dict] = []
         self.train_seconds = 0.0
         self.images_seen = 0
+
+    def _open_data(self) -> None:
+        config, distributed = self.config, self.dist
+        self.train_set, self.train_full = open_dataset(config, "train", self.data_root, augment=True)
+        self.seeded_train_set = SeededItems(self.train_set, config.seed)
+        if distributed.active:
+            self.sampler = DistributedSampler(self.train_set, num_replicas=distributed.world_size,
+                                              rank=distributed.rank, shuffle=True, seed=config.seed)
+            self.loader_generator = None
+        else:
+            self.loader_generator = torch.Generator()
+            self.sampler = RandomSampler(self.train_set, generator=self.loader_generator)
+        self.loader = DataLoader(
+            self.seeded_train_set, batch_size=config.batch_size // distributed.world_size,
+            sampler=self.sampler, num_workers=config.num_workers, worker_init_fn=seed_worker,
+            generator=self.loader_generator, pin_memory=self.device.type == "cuda",
+        )
+        self.steps_per_epoch = len(self.loader)
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self.warmup_steps = config.effective_warmup_epochs() * self.steps_per_epoch
 
     # -- checkpoints
     def checkpoint(self) -> dict:
@@ -214,12 +160,13 @@ class _Context:
 
     def save(self) -> None:
         if self.dist.is_main:
+            runs.check_finite_state(self.model.state_dict(), f"the weights after epoch {self.epoch}")
             runs.atomic_torch_save(self.checkpoint(), self.path / runs.CHECKPOINT_FILE)
             if self.epoch in runs.snapshot_epochs(self.config.epochs):
                 runs.atomic_torch_save(self.model.state_dict(),
                                        self.path / runs.SNAPSHOT_FILE.format(epoch=self.epoch))
 
-    # -- the loop
+    # -- the epochs
     def seed_epoch(self, epoch: int) -> None:
         seed, rank = self.config.seed, self.dist.rank
         self.seeded_train_set.epoch = epoch
@@ -230,58 +177,46 @@ class _Context:
         else:
             self.sampler.set_epoch(epoch)
 
-    def loop(self) -> None:
-        """Train epoch by epoch. Loss values stay on the device during an epoch and are read once
-        at its end (a read per step would make the host wait for the device at every step)."""
+    def train_epochs(self, callbacks: Callbacks) -> None:
+        """Train the remaining epochs: each one seeded, run, checked, recorded and checkpointed."""
         config = self.config
-        self.model.train()
-        num_patches = self.model.num_patches
         while self.epoch < config.epochs:
             epoch = self.epoch
             self.seed_epoch(epoch)
-            tally = _EpochTally(self.device)
-            started = time.perf_counter()
             bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
                        disable=self.quiet or not self.dist.is_main, dynamic_ncols=True)
-            for step, batch in enumerate(bar):
-                images = batch["image"].to(self.device, non_blocking=True)
-                masks = batch_masks(config, num_patches, images.shape[0], self.mask_generator)
-                if self.device.type == "cuda":
-                    masks = masks.pin_memory()  # copied without waiting; checked on the host
-                with self.autocast:
-                    recon = self.step_model(images, masks)
-                loss, parts = self.criterion(recon.float(), images)
-                tally.add(loss, parts, images.shape[0], step)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
-                self.optimizer.step()
-                self.scheduler.step()
-                if not bar.disable and step % PROGRESS_EVERY == 0:  # a host read, for a watcher only
-                    rate = tally.images * self.dist.world_size / max(time.perf_counter() - started, 1e-9)
-                    bar.set_postfix({**tally.means(), "img/s": f"{rate:.1f}"}, refresh=False)
-                _after_step(epoch, step)
+            after_step = (None if callbacks.after_step is None
+                          else lambda step, epoch=epoch: callbacks.after_step(epoch, step))
+            started = time.perf_counter()
+            tally = train_one_epoch(
+                self.model, self.criterion, self.loader, self.optimizer, self.scheduler,
+                lambda count: batch_masks(config, self.model.num_patches, count, self.mask_generator),
+                device=self.device, grad_clip=config.grad_clip, step_model=self.step_model,
+                progress=bar, after_step=after_step)
             bar.close()
-            totals, bad_step, bad_loss = tally.read()
-            self.check_finite(bad_step, bad_loss, epoch)
-            sums = self.dist.all_reduce(totals, self.device)
-            seconds = time.perf_counter() - started
-            images = int(sums[-1].item())
-            row = {"epoch": epoch + 1, **{k: sums[i].item() / max(images, 1)
-                                          for i, k in enumerate(LOSS_COMPONENTS)},
-                   "lr": self.scheduler.get_last_lr()[0], "images": images, "seconds": seconds,
-                   "images_per_s": images / max(seconds, 1e-9)}
-            self.history.append(row)
-            self.train_seconds += seconds
-            self.images_seen += images
-            self.epoch = epoch + 1
-            self.save()
-            if not self.quiet and self.dist.is_main:
-                tqdm.write(f"epoch {row['epoch']}/{config.epochs}  loss {row['total']:.4f}  "
-                           f"ssim {row['ssim']:.4f}  l1 {row['l1']:.4f}  lpips {row['lpips']:.4f}  "
-                           f"{row['images_per_s']:.1f} img/s")
-            _after_epoch(epoch)
+            self.record_epoch(epoch, tally, time.perf_counter() - started)
+            if callbacks.after_epoch is not None:
+                callbacks.after_epoch(epoch)
+
+    def record_epoch(self, epoch: int, tally: EpochTally, seconds: float) -> None:
+        """Check the epoch's losses, add its row to the history and write the checkpoint."""
+        totals, bad_step, bad_loss = tally.read()
+        self.check_finite(bad_step, bad_loss, epoch)
+        sums = self.dist.all_reduce(totals, self.device)
+        images = int(sums[-1].item())
+        row = {"epoch": epoch + 1, **{k: sums[i].item() / max(images, 1)
+                                      for i, k in enumerate(LOSS_COMPONENTS)},
+               "lr": self.scheduler.get_last_lr()[0], "images": images, "seconds": seconds,
+               "images_per_s": images / max(seconds, 1e-9)}
+        self.history.append(row)
+        self.train_seconds += seconds
+        self.images_seen += images
+        self.epoch = epoch + 1
+        self.save()
+        if not self.quiet and self.dist.is_main:
+            tqdm.write(f"epoch {row['epoch']}/{self.config.epochs}  loss {row['total']:.4f}  "
+                       f"ssim {row['ssim']:.4f}  l1 {row['l1']:.4f}  lpips {row['lpips']:.4f}  "
+                       f"{row['images_per_s']:.1f} img/s")
 
     def check_finite(self, step: int | None, value: float | None, epoch: int) -> None:
         """Stop when a step of the epoch (``step``, its loss ``value``) or of another process had a
@@ -316,78 +251,59 @@ class _Context:
                 "final_loss": self.history[-1]["total"] if self.history else float("nan")}
 
 
-def train(config: TrainConfig, *, resume: bool = True, quiet: bool = False) -> runs.Run:
+def train(config: TrainConfig, *, resume: bool = True, quiet: bool = False,
+          callbacks: Callbacks | None = None) -> runs.Run:
     """Train ``config`` (multi-class), evaluate on the test split, and return its finished Run.
 
-    A finished run with the same configuration hash is returned as it is, without training; a
+    A finished run with the same configuration and data is returned as it is, without training; a
     finished run that differs only in scoring settings lends its training (``evaluate_twin``). An
     unfinished one is resumed from its last checkpoint when ``resume`` (the default), else
-    restarted from scratch.
+    restarted from scratch. Both splits of the data are checked before anything is trained.
     """
     config = TrainConfig(**config.to_dict()).validate()
-    path = runs.run_path(config)
-    if (path / runs.DONE_FILE).is_file():
-        return runs.Run(path)
+    callbacks = callbacks or Callbacks()
     distributed = Distributed.from_env(config.device)
-    twin = runs.find_trained_twin(config) if not distributed.active else None
-    if twin is not None:
-        distributed.close()
-        return evaluate_twin(config, twin, path, quiet)
     try:
         if distributed.active and not distributed.is_main and config.data_root is None:
             distributed.barrier()  # rank 0 generates the synthetic data set first
-        if distributed.is_main and config.data_root is None:
-            data_root_of(config)
-            distributed.barrier()
-        context = _Context(config, path, distributed, quiet)  # bad data fails here, before any file
+        if distributed.is_main:
+            check_data(config)  # both splits, before any training: one clear error
+            if config.data_root is None:
+                distributed.barrier()
+        path = runs.run_path(config)
+        if (path / runs.DONE_FILE).is_file():
+            return runs.Run(path)
+        twin = runs.find_trained_twin(config) if not distributed.active else None
+        if twin is not None:
+            return evaluate_twin(config, twin, path, quiet)
+        run = TrainingRun(config, path, distributed, quiet)  # bad data fails here, before any file
         lock = runs.run_lock(path) if distributed.is_main else contextlib.nullcontext()
-        with lock, deterministic(context.device):
-            _run(context, resume)
+        with lock, deterministic(run.device):
+            _run(run, resume, callbacks)
         distributed.barrier()
     finally:
         distributed.close()
     return runs.Run(path)
 
 
-def _run(context: _Context, resume: bool) -> None:
-    path, config = context.path, context.config
-    if context.dist.is_main:
+def _run(run: TrainingRun, resume: bool, callbacks: Callbacks) -> None:
+    """Resume or restart, train the remaining epochs, then evaluate and write the record."""
+    path, config = run.path, run.config
+    if run.dist.is_main:
         runs.atomic_write_text(path / runs.CONFIG_FILE, config.to_yaml())
+        runs.write_data_record(path, data_fingerprint(config))
     checkpoint = path / runs.CHECKPOINT_FILE
-    context.dist.barrier()  # every rank sees the same checkpoint state
+    run.dist.barrier()  # every rank sees the same checkpoint state
     if checkpoint.is_file() and resume:
-        context.restore(torch.load(checkpoint, map_location=context.device, weights_only=True))
-        if not context.quiet and context.dist.is_main:
-            print(f"resuming {path} after epoch {context.epoch}/{config.epochs}")
-    context.dist.barrier()
-    if checkpoint.is_file() and not resume and context.dist.is_main:
+        run.restore(runs.load_checkpoint_file(checkpoint, map_location=run.device))
+        if not run.quiet and run.dist.is_main:
+            print(f"resuming {path} after epoch {run.epoch}/{config.epochs}")
+    run.dist.barrier()
+    if checkpoint.is_file() and not resume and run.dist.is_main:
         checkpoint.unlink()
-    if context.epoch < config.epochs:
-        _train_epochs(context)
-    if context.dist.is_main:
-        finish_run(context)
-
-
-def finish_run(context: _Context) -> None:
-    """Evaluate on the test split and write metrics.json, history.csv, scores.csv, then DONE."""
-    path = context.path
-    evaluation, scores = evaluate_model(context.model, context.config, context.data_root,
-                                        device=context.device, quiet=context.quiet)
-    history = pd.DataFrame(context.history)
-    metrics = {
-        "run": path.name,
-        "config_hash": context.config.hash(),
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "data": {**context.data_description(), "test_counts": evaluation.pop("test_counts")},
-        "training": context.training_record(),
-        "history": context.history,
-        **evaluation,
-        "versions": versions(),
-        "config": context.config.to_dict(),
-    }
-    runs.write_csv(path / runs.HISTORY_FILE, history)
-    runs.write_csv(path / runs.SCORES_FILE, scores)
-    runs.write_json(path / runs.METRICS_FILE, metrics)
-    runs.atomic_write_text(path / runs.DONE_FILE, metrics["finished"] + "\n")
-    if not context.quiet:
-        print(format_table(metrics_table(metrics)))
+    run.train_epochs(callbacks)
+    if callbacks.before_evaluation is not None:
+        callbacks.before_evaluation()
+    if run.dist.is_main:
+        run_record.finish(path, config, run.model, run.device, training=run.training_record(),
+                          data=run.data_description(), history=run.history, quiet=run.quiet)

@@ -21,7 +21,7 @@ from maskad_core.detectors import (
     chunk_sizes,
     make_detector,
 )
-from maskad_core.evaluate import METRIC_NAMES, format_table, metrics_table
+from maskad_core.results import METRIC_NAMES, format_table, metrics_table
 from maskad_core.splits import dataset_samples, open_dataset
 
 METHODS = baselines.METHODS

@@ -9,15 +9,17 @@ import pytest
 import torch
 from train_fixtures import make_mvtec_tree, tiny_config
 
-from maskad_core import evaluate as evaluate_module
+from maskad_core import epoch as epoch_module
+from maskad_core import results as results_module
 from maskad_core import runs
 from maskad_core import train as train_module
 from maskad_core.config import TrainConfig
-from maskad_core.evaluate import evaluate_model, metrics_table
+from maskad_core.evaluate import evaluate_model
 from maskad_core.losses import ReconstructionLoss
 from maskad_core.masking import complementary_masks
 from maskad_core.model import build_model
-from maskad_core.train import TrainingDivergedError, lr_factor, train
+from maskad_core.results import metrics_table
+from maskad_core.train import Callbacks, TrainingDivergedError, lr_factor, train
 
 
 class _Interrupted(Exception):
@@ -28,7 +30,7 @@ def test_multi_class_run_lowers_the_loss_and_writes_a_complete_record(data_root,
     config = tiny_config(data_root, epochs=4, lr=3e-3)
     run = train(config, quiet=True)
 
-    assert run.path == home / "runs" / config.hash()[:12] and run.done
+    assert run.path == runs.run_path(config) and run.path.parent == home / "runs" and run.done
     history = run.history
     assert list(history.epoch) == [1, 2, 3, 4]
     assert history.total.iloc[-1] < history.total.iloc[0]
@@ -71,15 +73,16 @@ def test_same_config_reuses_the_finished_run_and_a_changed_one_trains_anew(data_
     first = train(config, quiet=True)
     finished = (first.path / runs.DONE_FILE).read_text()
 
-    def must_not_train(context):
+    def must_not_train(epoch, step):
         raise AssertionError("the training loop ran for a finished run")
 
-    monkeypatch.setattr(train_module, "_train_epochs", must_not_train)
-    again = train(tiny_config(data_root, epochs=1, num_workers=0, device="cpu"), quiet=True)
+    watched = Callbacks(after_step=must_not_train)
+    again = train(tiny_config(data_root, epochs=1, num_workers=0, device="cpu"), quiet=True,
+                  callbacks=watched)
     assert again.path == first.path
     assert (again.path / runs.DONE_FILE).read_text() == finished
     with pytest.raises(AssertionError, match="training loop ran"):
-        train(tiny_config(data_root, epochs=1, lr=5e-4), quiet=True)
+        train(tiny_config(data_root, epochs=1, lr=5e-4), quiet=True, callbacks=watched)
     assert runs.run_path(tiny_config(data_root, epochs=1, lr=5e-4)) != first.path
 
 
@@ -103,23 +106,19 @@ def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(data_root, tmp_pat
         if epoch == 0:
             raise _Interrupted
 
-    monkeypatch.setattr(train_module, "_after_epoch", stop_after_first_epoch)
     with pytest.raises(_Interrupted):  # killed at an epoch boundary
-        train(config, quiet=True)
+        train(config, quiet=True, callbacks=Callbacks(after_epoch=stop_after_first_epoch))
     path = runs.run_path(config)
     assert not (path / runs.DONE_FILE).exists()
     assert runs.Run(path).load_checkpoint()["epoch"] == 1
-    monkeypatch.setattr(train_module, "_after_epoch", lambda epoch: None)
 
     def stop_mid_second_epoch(epoch, step):
         if epoch == 1 and step == 1:
             raise _Interrupted
 
-    monkeypatch.setattr(train_module, "_after_step", stop_mid_second_epoch)
     with pytest.raises(_Interrupted):  # killed in the middle of an epoch
-        train(config, quiet=True)
+        train(config, quiet=True, callbacks=Callbacks(after_step=stop_mid_second_epoch))
     assert runs.Run(path).load_checkpoint()["epoch"] == 1  # the half epoch left no trace
-    monkeypatch.setattr(train_module, "_after_step", lambda epoch, step: None)
 
     resumed = train(config, quiet=True)
     assert resumed.done
@@ -163,10 +162,8 @@ def test_restart_discards_an_unfinished_checkpoint(data_root, home, monkeypatch)
     def stop(epoch):
         raise _Interrupted
 
-    monkeypatch.setattr(train_module, "_after_epoch", stop)
     with pytest.raises(_Interrupted):
-        train(config, quiet=True)
-    monkeypatch.setattr(train_module, "_after_epoch", lambda epoch: None)
+        train(config, quiet=True, callbacks=Callbacks(after_epoch=stop))
     run = train(config, resume=False, quiet=True)
     assert list(run.history.epoch) == [1, 2]
     assert run.metrics["training"]["images_seen"] == 32  # both epochs trained in this call
@@ -221,17 +218,14 @@ def test_a_run_killed_during_evaluation_is_finished_without_training_again(data_
                                                                            monkeypatch):
     config = tiny_config(data_root, epochs=1)
 
-    def killed(*args, **kwargs):
+    def killed(*args):
         raise _Interrupted
 
-    real_evaluate = train_module.evaluate_model
-    monkeypatch.setattr(train_module, "evaluate_model", killed)
     with pytest.raises(_Interrupted):
-        train(config, quiet=True)
+        train(config, quiet=True, callbacks=Callbacks(before_evaluation=killed))
     assert not (runs.run_path(config) / runs.DONE_FILE).exists()
-    monkeypatch.setattr(train_module, "evaluate_model", real_evaluate)
-    monkeypatch.setattr(train_module, "_train_epochs", killed)  # all epochs are in the checkpoint
-    run = train(config, quiet=True)
+    # all epochs are in the checkpoint: no step may run again
+    run = train(config, quiet=True, callbacks=Callbacks(after_step=killed))
     assert run.done and list(run.history.epoch) == [1]
 
 
@@ -254,8 +248,8 @@ def test_a_defective_image_without_its_mask_is_left_out_of_the_pixel_metrics(tmp
     (root / "stripes" / "ground_truth" / "square" / "001_mask.png").unlink()
     config = tiny_config(root)
     seen = []
-    real_pixel_auroc = evaluate_module.metric_fns.pixel_auroc
-    monkeypatch.setattr(evaluate_module.metric_fns, "pixel_auroc",
+    real_pixel_auroc = results_module.metric_fns.pixel_auroc
+    monkeypatch.setattr(results_module.metric_fns, "pixel_auroc",
                         lambda masks, maps: seen.append(masks.shape) or real_pixel_auroc(masks, maps))
     with pytest.warns(UserWarning, match="have no mask"):
         evaluation, scores = evaluate_model(build_model(config), config, device="cpu")
@@ -296,38 +290,38 @@ class _OnDevice(torch.Tensor):
 def test_training_reads_the_device_once_per_epoch_not_once_per_step(data_root, home, monkeypatch):
     """On a GPU each read of a value waits for every queued kernel; the loop keeps losses and the
     NaN check on the device and reads them at the end of each epoch."""
-    real_getitem, real_epochs = train_module.SeededItems.__getitem__, train_module._train_epochs
+    real_getitem = epoch_module.SeededItems.__getitem__
 
     def on_device(self, index):  # the images, and everything computed from them, "on the GPU"
         item = real_getitem(self, index)
         return {**item, "image": item["image"].as_subclass(_OnDevice)}
 
-    reads = {}
+    steps, reads = [], {}
 
-    def counted(context):
+    def after_epoch(epoch):  # reads during the epoch, counted by its number of steps
+        reads.setdefault(len(steps), []).append(_OnDevice.reads)
+        steps.clear()
         _OnDevice.reads = 0
-        real_epochs(context)
-        reads[context.steps_per_epoch] = _OnDevice.reads
 
-    monkeypatch.setattr(train_module.SeededItems, "__getitem__", on_device)
-    monkeypatch.setattr(train_module, "_train_epochs", counted)
+    observer = Callbacks(after_step=lambda epoch, step: steps.append(step), after_epoch=after_epoch)
+    monkeypatch.setattr(epoch_module.SeededItems, "__getitem__", on_device)
     for per_category in (2, 8):  # 1 step per epoch, then 4
+        _OnDevice.reads = 0
         train(tiny_config(data_root, epochs=2, augment=[], max_train_images_per_category=per_category),
-              quiet=True)
-    assert set(reads) == {1, 4}
-    assert reads == {1: 2, 4: 2}  # one read per epoch, whatever the number of steps
+              quiet=True, callbacks=observer)
+    assert reads == {1: [1, 1], 4: [1, 1]}  # one read per epoch, whatever the number of steps
 
 
 def test_a_run_scored_differently_reuses_the_training_and_only_evaluates(data_root, home,
                                                                           monkeypatch):
     first = train(tiny_config(data_root, epochs=2, map_standardization="none"), quiet=True)
 
-    def must_not_train(context):
+    def must_not_train(epoch, step):
         raise AssertionError("the training loop ran for a run that only changes the scoring")
 
-    monkeypatch.setattr(train_module, "_train_epochs", must_not_train)
     rescored = train(tiny_config(data_root, epochs=2, map_standardization="per_pixel",
-                                 smooth_sigma=1.0, anomaly_map="l2"), quiet=True)
+                                 smooth_sigma=1.0, anomaly_map="l2"), quiet=True,
+                     callbacks=Callbacks(after_step=must_not_train))
     assert rescored.path != first.path and rescored.done
     assert rescored.metrics["training"]["trained_in"] == first.id
     assert rescored.history.equals(first.history)
