@@ -8,6 +8,22 @@ Layout read (the original download, the 256 px copy in ../shared and the synthet
 
 A category without ``ground_truth/`` (screw in ../shared) still has image labels; its items carry
 ``has_mask=False`` so that pixel metrics can be reported as undefined for it.
+
+Several data sets under one root: a folder of the root that is not a category itself but holds
+category folders (a *collection*, such as MVTec AD's own folder) contributes its categories under
+their own names. ../shared/data holds the category ``kolektor_sdd`` and the collection ``mvtec_ad``
+(bottle, screw), so one configuration names all three with::
+
+    data_root: ../shared/data
+    categories: [bottle, kolektor_sdd, screw]      # or None: every category found
+
+Only one level of collections is read, and two categories of one name under one root are an error
+(point the root at one collection instead). A root that holds categories directly (MVTec AD's
+download, the synthetic set) reads exactly as before.
+
+Images that are not square (KolektorSDD's are 256 px wide and about 640 px high) are fitted to the
+square by the ``non_square`` rule of :mod:`maskad_core.geometry` ("squash", the default, or "pad");
+square images are unchanged by either.
 """
 
 from __future__ import annotations
@@ -21,6 +37,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
+
+from maskad_core.geometry import NON_SQUARE_RULES, resize_image, resize_mask
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 AUGMENTATIONS = ("crop", "rotate", "flip")
@@ -71,10 +89,31 @@ def _check_root(root: str | Path) -> Path:
     return root
 
 
-def available_categories(root: str | Path) -> list[str]:
-    """Names of the category folders under ``root`` (folders holding ``train/`` or ``test/``)."""
+def _is_category(folder: Path) -> bool:
+    return (folder / "train").is_dir() or (folder / "test").is_dir()
+
+
+def category_folders(root: str | Path) -> dict[str, Path]:
+    """{name: folder} of the categories under ``root``, sorted by name: its folders holding
+    ``train/`` or ``test/``, and those of its collections (folders of categories, one level down).
+    Two categories of one name are a DataError naming both folders."""
     root = _check_root(root)
-    return [p.name for p in _visible_dirs(root) if (p / "train").is_dir() or (p / "test").is_dir()]
+    found: dict[str, Path] = {}
+    for child in _visible_dirs(root):
+        members = [child] if _is_category(child) else [p for p in _visible_dirs(child)
+                                                         if _is_category(p)]
+        for folder in members:
+            if folder.name in found:
+                raise DataError(f"two categories named {folder.name!r} under {root}: "
+                                f"{found[folder.name]} and {folder}; point the data root at one "
+                                f"of their parents")
+            found[folder.name] = folder
+    return dict(sorted(found.items()))
+
+
+def available_categories(root: str | Path) -> list[str]:
+    """Names of the categories under ``root`` (see :func:`category_folders`)."""
+    return list(category_folders(root))
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -107,15 +146,6 @@ def _parse_augment(augment) -> frozenset[str]:
     return chosen
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """Any PIL mode to 8-bit RGB; grayscale is repeated to 3 channels, 16-bit scaled, alpha dropped."""
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if arr.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
-    return img.convert("RGB")
-
-
 def _open(path: Path) -> Image.Image:
     try:
         img = Image.open(path)
@@ -125,34 +155,18 @@ def _open(path: Path) -> Image.Image:
     return img
 
 
-def _resize_image(img: Image.Image, size: int) -> torch.Tensor:
-    """Antialiased (Lanczos) resize to size x size; returns uint8 (3, H, W)."""
-    img = _to_rgb(img)
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
-    return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+def _check_non_square(rule: str) -> str:
+    if rule not in NON_SQUARE_RULES:
+        raise DataError(f"non_square must be one of: {', '.join(NON_SQUARE_RULES)}; got {rule!r}")
+    return rule
 
 
-def _resize_mask(mask: Image.Image, size: int) -> torch.Tensor:
-    """Resize a 0/255 mask to size x size, keeping every defect: returns uint8 0/1 (1, H, W).
-
-    Shrinking averages each output pixel's area (box filter) and marks it defective if any of it
-    was, so a defect smaller than an output pixel never vanishes; enlarging is nearest-neighbour.
-    """
-    if mask.mode not in ("L", "1"):
-        mask = _to_rgb(mask).convert("L")
-    mask = mask.convert("L").point(lambda v: 255 if v > 127 else 0)
-    if mask.size != (size, size):
-        shrinking = mask.size[0] > size or mask.size[1] > size
-        mask = mask.resize((size, size), Image.Resampling.BOX if shrinking else Image.Resampling.NEAREST)
-    arr = np.asarray(mask, dtype=np.uint8)
-    return torch.from_numpy((arr > 0).astype(np.uint8))[None]
-
-
-def read_image(path: str | Path, image_size: int) -> torch.Tensor:
-    """One image file as MVTecAD reads it: RGB, antialiased resize, float (3, H, W) in [0, 1].
-    Unreadable files raise DataError naming the file."""
-    return _resize_image(_open(Path(path)), int(image_size)).float().div_(255.0)
+def read_image(path: str | Path, image_size: int, non_square: str = "squash") -> torch.Tensor:
+    """One image file as MVTecAD reads it: RGB, antialiased resize under the ``non_square`` rule
+    (geometry.NON_SQUARE_RULES), float (3, H, W) in [0, 1]. Unreadable files raise DataError
+    naming the file."""
+    rule = _check_non_square(non_square)
+    return resize_image(_open(Path(path)), int(image_size), rule).float().div_(255.0)
 
 
 class MVTecAD(Dataset):
@@ -160,10 +174,12 @@ class MVTecAD(Dataset):
 
     Parameters
     ----------
-    root: folder holding the category folders.
+    root: folder holding the category folders (or collections of them: see the module's doc).
     categories: None (every category found), a name, or a list of names.
     split: "train" (normal images only) or "test" (normal and defective).
     image_size: side of the square images returned.
+    non_square: how an image that is not square becomes one, "squash" or "pad"
+        (geometry.NON_SQUARE_RULES); masks follow their images. Square images: no difference.
     augment: False, True (crop, rotate, flip) or a subset of ("crop", "rotate", "flip").
         Applies to the train split only; ignored for "test" (``self.augmentations`` is then empty).
         Random numbers come from torch's global generator, so seeded DataLoader workers reproduce.
@@ -176,8 +192,9 @@ class MVTecAD(Dataset):
     def __init__(self, root: str | Path, categories=None, split: str = "train", image_size: int = 224,
                  augment=False, skip_corrupt: bool = False, cache: bool = False,
                  crop_scale: tuple[float, float] = (0.85, 1.0), rotate_degrees: float = 10.0,
-                 flip_probability: float = 0.5):
+                 flip_probability: float = 0.5, non_square: str = "squash"):
         self.root = _check_root(root)
+        self.non_square = _check_non_square(non_square)
         if split not in SPLITS:
             raise DataError(f"split must be one of {SPLITS}; got {split!r}")
         if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) \
@@ -205,11 +222,12 @@ class MVTecAD(Dataset):
         for category in self.categories:
             if not any(s.category == category for s in self.samples):
                 raise DataError(f"category {category!r} has no readable images left in split "
-                                f"{split!r} under {self.root / category}")
+                                f"{split!r} under {self._folders[category]}")
 
     # --- discovery -------------------------------------------------------------------------------
     def _resolve_categories(self, categories) -> list[str]:
-        found = available_categories(self.root)
+        self._folders = category_folders(self.root)
+        found = list(self._folders)
         if not found:
             hint = (f"; {self.root} looks like a category folder itself, pass its parent "
                     f"{self.root.parent}" if (self.root / "train").is_dir() else "")
@@ -231,7 +249,7 @@ class MVTecAD(Dataset):
         return list(dict.fromkeys(chosen))
 
     def _category_has_masks(self, category: str) -> bool:
-        gt = self.root / category / "ground_truth"
+        gt = self._folders[category] / "ground_truth"
         return any(_image_files_any(d) for d in _visible_dirs(gt))
 
     def category_has_masks(self, category: str) -> bool:
@@ -242,7 +260,7 @@ class MVTecAD(Dataset):
         return self._has_masks[category]
 
     def _scan(self, category: str) -> list[Sample]:
-        folder = self.root / category / self.split
+        folder = self._folders[category] / self.split
         if not folder.is_dir():
             raise DataError(f"category {category!r} has no {self.split}/ folder at {folder}")
         has_masks = self._has_masks[category]
@@ -253,7 +271,7 @@ class MVTecAD(Dataset):
             if self.split == "train" and defect != GOOD:
                 continue
             label = 0 if defect == GOOD else 1
-            gt_dir = self.root / category / "ground_truth" / defect
+            gt_dir = self._folders[category] / "ground_truth" / defect
             for path in _image_files(defect_dir):
                 mask_path = _find_mask(gt_dir, path) if label and has_masks else None
                 if label and has_masks and mask_path is None:
@@ -265,7 +283,7 @@ class MVTecAD(Dataset):
             raise DataError(f"category {category!r} is empty: no images in {where}")
         if missing_masks:
             warnings.warn(f"{len(missing_masks)} defective image(s) of {category!r} have no mask in "
-                          f"{self.root / category / 'ground_truth'} (e.g. {missing_masks[0].name}); "
+                          f"{self._folders[category] / 'ground_truth'} (e.g. {missing_masks[0].name}); "
                           f"they get has_mask=False", DataWarning, stacklevel=3)
         return samples
 
@@ -295,15 +313,15 @@ class MVTecAD(Dataset):
     # --- reading ---------------------------------------------------------------------------------
     def _decode(self, sample: Sample) -> tuple[torch.Tensor, torch.Tensor]:
         img = _open(sample.path)
-        image = _resize_image(img, self.image_size)
+        image = resize_image(img, self.image_size, self.non_square)
         if sample.mask_path is None:
             return image, torch.zeros(1, self.image_size, self.image_size, dtype=torch.uint8)
         mask_img = _open(sample.mask_path)
         if mask_img.size != img.size:
             warnings.warn(f"mask {sample.mask_path} is {mask_img.size[0]}x{mask_img.size[1]} but its "
-                          f"image is {img.size[0]}x{img.size[1]}; resized (nearest)",
+                          f"image is {img.size[0]}x{img.size[1]}; resized onto its image",
                           DataWarning, stacklevel=4)
-        return image, _resize_mask(mask_img, self.image_size)
+        return image, resize_mask(mask_img, self.image_size, self.non_square, image_size=img.size)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -364,7 +382,7 @@ class MVTecAD(Dataset):
 
     def __repr__(self) -> str:
         return (f"MVTecAD(root={str(self.root)!r}, categories={self.categories}, split={self.split!r}, "
-                f"image_size={self.image_size}, n={len(self)}, "
+                f"image_size={self.image_size}, non_square={self.non_square!r}, n={len(self)}, "
                 f"augmentations={sorted(self.augmentations)})")
 
 

@@ -1,4 +1,6 @@
-"""The two real MVTec AD categories in ../shared/data/mvtec_ad (bottle with masks, screw without)."""
+"""The real data in ../shared/data: two MVTec AD categories in mvtec_ad/ (bottle with masks, screw
+without) and KolektorSDD in kolektor_sdd/ (one category, images not square). Each test is skipped
+where its folder is missing (a clone without ../shared); CI has both."""
 
 from __future__ import annotations
 
@@ -10,16 +12,24 @@ import pytest
 import torch
 from PIL import Image
 
-from maskad_core.data import MVTecAD, available_categories
+from maskad_core.config import TrainConfig
+from maskad_core.data import NON_SQUARE_RULES, DataError, MVTecAD, available_categories
+from maskad_core.geometry import placement
+from maskad_core.splits import open_dataset
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mvtec_ad"
-pytestmark = pytest.mark.skipif(not REAL.is_dir(), reason=f"real MVTec AD subset not at {REAL}")
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REAL = SHARED / "mvtec_ad"
+KOLEKTOR = SHARED / "kolektor_sdd"
+needs_mvtec = pytest.mark.skipif(not REAL.is_dir(), reason=f"real MVTec AD subset not at {REAL}")
+needs_kolektor = pytest.mark.skipif(not KOLEKTOR.is_dir(), reason=f"KolektorSDD not at {KOLEKTOR}")
 
 
+@needs_mvtec
 def test_both_categories_found_license_ignored():
     assert available_categories(REAL) == ["bottle", "screw"]
 
 
+@needs_mvtec
 def test_counts_per_split():
     train = MVTecAD(REAL, split="train", image_size=32)
     assert Counter(s.category for s in train.samples) == {"bottle": 209, "screw": 320}
@@ -33,6 +43,7 @@ def test_counts_per_split():
         ("bottle", 0): 20, ("bottle", 1): 63, ("screw", 0): 41, ("screw", 1): 119}
 
 
+@needs_mvtec
 def test_bottle_masks_present_and_aligned():
     native = MVTecAD(REAL, categories=["bottle"], split="test", image_size=256)
     small = MVTecAD(REAL, categories=["bottle"], split="test", image_size=64)
@@ -64,6 +75,7 @@ def test_bottle_masks_present_and_aligned():
         assert native[index]["label"] == 0 and native[index]["mask"].sum() == 0
 
 
+@needs_mvtec
 def test_screw_has_labels_but_no_masks_and_is_grayscale():
     test = MVTecAD(REAL, categories=["screw"], split="test", image_size=32)
     assert not test.category_has_masks("screw")
@@ -75,6 +87,7 @@ def test_screw_has_labels_but_no_masks_and_is_grayscale():
     assert torch.equal(item["image"][1], item["image"][2])
 
 
+@needs_mvtec
 def test_multi_class_set_keeps_categories_apart():
     data = MVTecAD(REAL, categories=["bottle", "screw"], split="test", image_size=32)
     assert data.categories == ["bottle", "screw"]
@@ -82,3 +95,66 @@ def test_multi_class_set_keeps_categories_apart():
     assert per == {"bottle": [True], "screw": [False]}
     items = [data[0], data[len(data) - 1]]
     assert [i["category"] for i in items] == ["bottle", "screw"]
+
+
+@needs_kolektor
+def test_kolektor_loads_as_one_category_with_its_counts():
+    train = MVTecAD(SHARED, categories=["kolektor_sdd"], split="train", image_size=32)
+    assert train.counts() == {("kolektor_sdd", "good"): 297}
+    test = MVTecAD(SHARED, categories=["kolektor_sdd"], split="test", image_size=32)
+    assert test.counts() == {("kolektor_sdd", "good"): 50, ("kolektor_sdd", "crack"): 52}
+    assert test.category_has_masks("kolektor_sdd") and all(s.has_mask for s in test.samples)
+    masks = {s.mask_path for s in test.samples if s.label}
+    assert len(masks) == 52 and None not in masks
+    assert all(m.name == f"{Path(s.path).stem}_mask.png" for s in test.samples if s.label
+               for m in [s.mask_path])
+    with pytest.raises(DataError, match="looks like a category folder itself"):
+        MVTecAD(KOLEKTOR)
+
+
+@needs_kolektor
+@pytest.mark.parametrize("rule", NON_SQUARE_RULES)
+def test_kolektor_cracks_keep_their_masks_at_64_px(rule):
+    test = MVTecAD(SHARED, categories=["kolektor_sdd"], split="test", image_size=64, non_square=rule)
+    cracks = [i for i, s in enumerate(test.samples) if s.label]
+    for index in cracks[::5]:
+        sample, item = test.samples[index], test[index]
+        assert item["image"].shape == (3, 64, 64) and item["mask"].sum() > 0
+        place = placement(Image.open(sample.path).size, 64, rule)
+        assert place.padded == (rule == "pad")
+        outside = torch.ones(64, 64, dtype=torch.bool)
+        outside[place.top:place.top + place.height, place.left:place.left + place.width] = False
+        assert item["mask"][0][outside].sum() == 0
+        # the resized mask holds every output pixel the crack covers entirely and only pixels the
+        # crack touches, the footprints computed here from the placement, not by the loader's code
+        raw = np.asarray(Image.open(sample.mask_path)) > 127
+        rows = _overlaps(raw.shape[0], place.height, place.top, 64)
+        cols = _overlaps(raw.shape[1], place.width, place.left, 64)
+        touched = (rows @ raw @ cols.T) > 0
+        covered = (rows @ ~raw @ cols.T) == 0
+        covered &= rows.any(1)[:, None] & cols.any(1)[None, :]
+        mask = item["mask"][0].numpy() > 0
+        assert not (mask & ~touched).any() and not (covered & ~mask).any()
+
+
+def _overlaps(n_in: int, n_out: int, offset: int, size: int) -> np.ndarray:
+    """(size, n_in) 0/1: output pixel i (of n_out placed at offset) overlaps input pixel j."""
+    scale = n_out / n_in
+    out = np.zeros((size, n_in), dtype=np.int64)
+    for i in range(n_out):
+        lo, hi = i / scale, (i + 1) / scale
+        out[offset + i, int(np.floor(lo + 1e-9)):int(np.ceil(hi - 1e-9))] = 1
+    return out
+
+
+@needs_mvtec
+@needs_kolektor
+def test_one_configuration_names_bottle_screw_and_kolektor():
+    assert available_categories(SHARED) == ["bottle", "kolektor_sdd", "screw"]
+    config = TrainConfig(data_root=str(SHARED), categories=["bottle", "screw", "kolektor_sdd"],
+                         image_size=32, max_train_images_per_category=2).validate()
+    train, full = open_dataset(config, "train")
+    assert Counter(s.category for s in full.samples) == {"bottle": 209, "kolektor_sdd": 297,
+                                                         "screw": 320}
+    assert len(train) == 6 and {train[i]["image"].shape for i in range(6)} == {(3, 32, 32)}
+    assert full.samples[0].path.is_relative_to(REAL / "bottle")
