@@ -29,7 +29,7 @@ from pathlib import Path
 import yaml
 
 from maskad_core import masking
-from maskad_core.data import AUGMENTATIONS
+from maskad_core.data import AUGMENTATIONS, NON_SQUARE_RULES
 from maskad_core.losses import (
     DEFAULT_L1_WEIGHT,
     DEFAULT_LPIPS_WEIGHT,
@@ -61,6 +61,7 @@ class TrainConfig:
     data_root: str | None = None  # None: the embedded synthetic set (synthetic.default_data_root)
     categories: list[str] | None = None  # None: every category found under data_root
     image_size: int = 128
+    non_square: str = "squash"  # images not square: "squash" to the square, or "pad" (geometry.py)
     augment: list[str] = field(default_factory=lambda: list(AUGMENTATIONS))
     max_train_images_per_category: int | None = None  # None: all; a small number for quick runs
     max_test_images_per_category: int | None = None
@@ -169,6 +170,7 @@ class TrainConfig:
         _choice("input_norm", self.input_norm, tuple(INPUT_NORMS))
         _choice("anomaly_map", self.anomaly_map, ANOMALY_MAP_KINDS)
         _choice("map_standardization", self.map_standardization, MAP_STANDARDIZATIONS)
+        _choice("non_square", self.non_square, NON_SQUARE_RULES)
         _choice("score_reduction", self.score_reduction, REDUCTIONS)
         for name in self.augment:
             _choice("augment", name, AUGMENTATIONS)
