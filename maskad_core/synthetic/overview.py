@@ -51,20 +51,7 @@ def plot_overview(root: str | Path, categories: Sequence[str] | None = None, exa
                 ax.set_axis_off()
                 continue
             path = files[example] if -len(files) <= example < len(files) else files[-1]
-            img = np.asarray(Image.open(path).convert("RGB"))
-            mask_path = root / cat / "ground_truth" / folders[c] / f"{path.stem}_mask.png"
-            mask = np.zeros(img.shape[:2], dtype=bool)
-            if mask_path.is_file():
-                mask = np.asarray(Image.open(mask_path).convert("L").resize(
-                    (img.shape[1], img.shape[0]), Image.Resampling.NEAREST)) > 127
-            if masks == "beside":
-                gap = np.full((img.shape[0], max(2, img.shape[1] // 32), 3), 255, dtype=np.uint8)
-                shown = np.repeat(mask[..., None].astype(np.uint8) * 255, 3, -1)
-                ax.imshow(np.concatenate([img, gap, shown], axis=1))
-            else:
-                ax.imshow(img)
-                if mask.any():
-                    ax.contour(mask, levels=[0.5], colors="red", linewidths=0.7)
+            _draw_panel(ax, path, root / cat / "ground_truth" / folders[c], masks)
             ax.set_title(folders[c], fontsize=7, pad=2)
             if c == 0:
                 ax.set_ylabel(cat, fontsize=8)
@@ -72,3 +59,21 @@ def plot_overview(root: str | Path, categories: Sequence[str] | None = None, exa
     fig.suptitle(f"{root.name}: a good image and one per defect type ({how})", fontsize=8)
     fig.tight_layout(pad=0.3, rect=(0, 0, 1, 1 - 0.3 / (panel_inches * len(rows) + 0.3)))
     return fig
+
+
+def _draw_panel(ax, path: Path, ground_truth: Path, masks: str) -> None:
+    """One test image with its mask outlined in red, or shown beside it."""
+    img = np.asarray(Image.open(path).convert("RGB"))
+    mask_path = ground_truth / f"{path.stem}_mask.png"
+    mask = np.zeros(img.shape[:2], dtype=bool)
+    if mask_path.is_file():
+        mask = np.asarray(Image.open(mask_path).convert("L").resize(
+            (img.shape[1], img.shape[0]), Image.Resampling.NEAREST)) > 127
+    if masks == "beside":
+        gap = np.full((img.shape[0], max(2, img.shape[1] // 32), 3), 255, dtype=np.uint8)
+        shown = np.repeat(mask[..., None].astype(np.uint8) * 255, 3, -1)
+        ax.imshow(np.concatenate([img, gap, shown], axis=1))
+    else:
+        ax.imshow(img)
+        if mask.any():
+            ax.contour(mask, levels=[0.5], colors="red", linewidths=0.7)
