@@ -1,8 +1,11 @@
 """Run folders: where a training run's record lives and how to read it back.
 
-A run lives in ``runs_dir()/<config hash[:12]>/`` and holds::
+A run lives in ``runs_dir()/<run id>/``, the id the first 12 hex of sha256 of the configuration's
+hash and its data's digest (``splits.data_fingerprint``): the same settings on changed data are
+another run. The folder holds::
 
     config.yaml         the TrainConfig (all settings)
+    data.json           the data's fingerprint (digest, file counts) the run was trained on
     checkpoints/last.pt model, optimiser, scheduler, RNG states, history; rewritten atomically each epoch
     metrics.json        training record, data description, per-category evaluation, versions
     history.csv         loss components per epoch
@@ -11,16 +14,23 @@ A run lives in ``runs_dir()/<config hash[:12]>/`` and holds::
 
 A run that differs from a finished one only in how it is scored (``config.SCORING_FIELDS``) gets its
 own folder with the finished run's training (``find_trained_twin``, ``copy_training``) and its own
-evaluation: changing the score never retrains.
+evaluation: changing the score never retrains. A twin must have been trained on the same data.
+
+Files are written atomically (``atomic_*``) with the permissions the user's umask gives a new file;
+``check_finite_state`` refuses to save weights holding NaN or infinity; ``load_checkpoint_file``
+turns a truncated or corrupt checkpoint into a one-line error naming the file and the fix.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import pickle
+import secrets
 import shutil
-import tempfile
+import zipfile
 from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
@@ -30,7 +40,8 @@ import torch
 
 from maskad_core.config import TrainConfig
 from maskad_core.model import build_model
-from maskad_core.paths import runs_dir
+from maskad_core.paths import runs_dir, writable_dir
+from maskad_core.splits import data_fingerprint
 
 RUN_ID_LENGTH = 12
 CONFIG_FILE = "config.yaml"
@@ -40,19 +51,50 @@ METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
 SCORES_FILE = "scores.csv"
 DONE_FILE = "DONE"
+DATA_FILE = "data.json"
 LOCK_FILE = ".lock"
+# What torch.load raises on a truncated or corrupt file (OSError "Invalid argument" included).
+_CORRUPT_ERRORS = (RuntimeError, EOFError, ValueError, OSError, pickle.UnpicklingError,
+                   zipfile.BadZipFile)
 
 
 class RunLockedError(RuntimeError):
     """Another process is training the same run."""
 
 
-def run_id(config: TrainConfig) -> str:
-    return config.hash()[:RUN_ID_LENGTH]
+class CheckpointError(ValueError):
+    """A checkpoint file is truncated or corrupt."""
 
 
-def run_path(config: TrainConfig) -> Path:
-    return runs_dir() / run_id(config)
+class NonFiniteStateError(ValueError):
+    """Weights (or other state) about to be saved hold NaN or infinite values."""
+
+
+def run_id(config: TrainConfig, fingerprint: dict | None = None) -> str:
+    """The first 12 hex of sha256 of ``config.hash()`` and the data's digest; ``fingerprint`` is
+    ``splits.data_fingerprint(config)``, computed here when not given (it lists the data files)."""
+    if fingerprint is None:
+        fingerprint = data_fingerprint(config)
+    identity = f"{config.hash()}:{fingerprint['digest']}"
+    return hashlib.sha256(identity.encode()).hexdigest()[:RUN_ID_LENGTH]
+
+
+def run_path(config: TrainConfig, fingerprint: dict | None = None) -> Path:
+    return runs_dir() / run_id(config, fingerprint)
+
+
+def write_data_record(path: Path, fingerprint: dict) -> None:
+    """The data's fingerprint into the run folder (``data.json``): call when training starts."""
+    write_json(Path(path) / DATA_FILE, fingerprint)
+
+
+def read_data_record(path: Path) -> dict | None:
+    """The fingerprint a run folder records (``data.json``), None when it has none readable."""
+    try:
+        record = json.loads((Path(path) / DATA_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def resolve_run(ref: str | Path) -> Path:
@@ -116,7 +158,7 @@ class Run:
     def load_checkpoint(self, map_location="cpu") -> dict:
         if not self.checkpoint_path.is_file():
             raise FileNotFoundError(f"run {self.path} has no checkpoint ({CHECKPOINT_FILE})")
-        return torch.load(self.checkpoint_path, map_location=map_location, weights_only=True)
+        return load_checkpoint_file(self.checkpoint_path, map_location=map_location)
 
     def load_weights(self) -> dict:
         """The model's weights from the last checkpoint, without reading the rest of it.
@@ -126,7 +168,7 @@ class Run:
         """
         if not self.checkpoint_path.is_file():
             raise FileNotFoundError(f"run {self.path} has no checkpoint ({CHECKPOINT_FILE})")
-        return torch.load(self.checkpoint_path, map_location="cpu", weights_only=True, mmap=True)["model"]
+        return load_checkpoint_file(self.checkpoint_path, mmap=True)["model"]
 
     def snapshots(self) -> list[int]:
         """The epochs whose weights the run kept (see snapshot_epochs), in order."""
@@ -144,7 +186,7 @@ class Run:
             if not path.is_file():
                 raise FileNotFoundError(f"run {self.path} kept no weights for epoch {epoch}; "
                                         f"it has epochs {self.snapshots() or 'none'}")
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_checkpoint_file(path)
         model.load_state_dict(state)
         return model.to(device).eval()
 
@@ -155,15 +197,20 @@ def snapshot_epochs(epochs: int) -> list[int]:
     return sorted({e for e in (1, round(epochs / 4), round(epochs / 2), epochs) if 1 <= e <= epochs})
 
 
-def find_trained_twin(config: TrainConfig) -> Run | None:
-    """A finished run trained exactly as ``config`` (same ``training_settings``) that may differ in
-    how it was scored; None if there is none. Its weights are the ones ``config`` would train."""
+def find_trained_twin(config: TrainConfig, fingerprint: dict | None = None) -> Run | None:
+    """A finished run trained exactly as ``config`` (same ``training_settings``) on the same data
+    (its ``data.json`` has the digest of ``fingerprint``, by default ``data_fingerprint(config)``)
+    that may differ in how it was scored; None if there is none. Its weights are the ones
+    ``config`` would train. A run without a data record is never a twin."""
     root = runs_dir()
     if not root.is_dir():
         return None
     wanted = config.training_settings()
+    digest = (fingerprint if fingerprint is not None else data_fingerprint(config))["digest"]
     for folder in sorted(root.iterdir()):
         if not ((folder / DONE_FILE).is_file() and (folder / CONFIG_FILE).is_file()):
+            continue
+        if (read_data_record(folder) or {}).get("digest") != digest:
             continue
         try:
             candidate = TrainConfig.from_yaml(folder / CONFIG_FILE)
@@ -193,12 +240,79 @@ def load_run(ref: str | Path) -> Run:
     return Run(resolve_run(ref))
 
 
+# ------------------------------------------------------------------ checkpoints
+def load_checkpoint_file(path: str | Path, map_location="cpu", *, mmap: bool = False) -> dict:
+    """``torch.load`` of a checkpoint (weights only); CheckpointError naming the file and the fix
+    when it is truncated or corrupt (FileNotFoundError when it is missing)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    options = {"map_location": map_location, "weights_only": True}
+    if mmap:
+        options["mmap"] = True
+    try:
+        return torch.load(path, **options)
+    except PermissionError:
+        raise CheckpointError(f"checkpoint {path} cannot be read (permission denied): fix its "
+                              "permissions") from None
+    except _CORRUPT_ERRORS as error:
+        reason = " ".join(str(error).split()).split(". ")[0][:120] or type(error).__name__
+        folder = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or corrupt ({type(error).__name__}: {reason}); "
+            "train the run again from scratch with `maskad train ... --restart` and the same "
+            f"settings (a finished run: delete its folder {folder} first)"
+        ) from None
+
+
+def check_finite_state(state, what: str) -> None:
+    """NonFiniteStateError naming the first tensor of ``state`` (a state_dict, or nested dicts
+    and lists holding them, such as a checkpoint) with a NaN or infinite value; ``what`` says
+    what was to be written ("checkpoint of epoch 3"). Call before saving weights."""
+    named = list(_float_tensors(state, ""))
+    by_device: dict[torch.device, list[int]] = {}
+    for index, (_, tensor) in enumerate(named):
+        by_device.setdefault(tensor.device, []).append(index)
+    bad: list[int] = []
+    for indices in by_device.values():  # one synchronisation per device, not per tensor
+        finite = torch.stack([torch.isfinite(named[i][1]).all() for i in indices]).tolist()
+        bad.extend(i for i, ok in zip(indices, finite, strict=True) if not ok)
+    if not bad:
+        return
+    name, tensor = named[min(bad)]
+    count = int((~torch.isfinite(tensor)).sum())
+    raise NonFiniteStateError(
+        f"{what} not written: {name} holds {count} NaN or infinite value(s) of {tensor.numel()} "
+        f"({len(bad)} tensor(s) affected); training diverged: try a lower lr or grad_clip > 0"
+    )
+
+
+def _float_tensors(state, prefix: str):
+    if isinstance(state, torch.Tensor):
+        if state.is_floating_point() or state.is_complex():
+            yield prefix or "tensor", state
+    elif isinstance(state, dict):
+        for key, value in state.items():
+            yield from _float_tensors(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(state, (list, tuple)):
+        for index, value in enumerate(state):
+            yield from _float_tensors(value, f"{prefix}[{index}]")
+
+
 # ------------------------------------------------------------------ atomic files
 def _temporary_beside(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    return Path(name)
+    """A new empty file beside ``path``, created with mode 0o666 so that the kernel applies the
+    umask (and any default ACL): the replaced file ends with the permissions of a normal new file
+    (0666 & ~umask), readable by colleagues sharing a MASKAD_HOME under umask 022."""
+    folder = writable_dir(path.parent, "folder")
+    while True:
+        name = folder / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            handle = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(handle)
+        return name
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -253,8 +367,9 @@ def _json_default(value):
 # ------------------------------------------------------------------ locking
 @contextlib.contextmanager
 def run_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on a run folder; a second trainer gets RunLockedError at once."""
-    path.mkdir(parents=True, exist_ok=True)
+    """Hold an exclusive lock on a run folder; a second trainer gets RunLockedError at once. The
+    folder is created; paths.UserPathError when it cannot be or is not writable."""
+    writable_dir(path, "run folder")
     try:
         import fcntl
     except ImportError:  # Windows: no lock, training twice at once is the user's business

@@ -16,23 +16,44 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from maskad_core.config import DEVICES
+
 
 def select_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
-    """"auto": cuda, then mps, then cpu; otherwise the device named (error if it is unavailable)."""
+    """"auto": cuda, then mps, then cpu; otherwise the device named. ValueError naming the setting
+    and the allowed values for an unknown device, and saying so for one this machine lacks."""
     if requested == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", local_rank)
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
-    device = torch.device(requested)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was requested but CUDA is not available")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("device 'mps' was requested but MPS is not available")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank)
+    allowed = f"device must be one of {', '.join(DEVICES)} or cuda:N"
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device {requested!r} is not a known device: {allowed}") from None
+    if device.type not in DEVICES:
+        raise ValueError(f"device {requested!r} is not a known device: {allowed}")
+    fix = "use device=cpu or device=auto"
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {requested!r} was requested but CUDA is not available: no such "
+                             f"device is available here; {fix}")
+        count = torch.cuda.device_count()
+        if device.index is not None and count and device.index >= count:
+            raise ValueError(f"device {requested!r} was requested but this machine has {count} CUDA "
+                             f"device(s), cuda:0 to cuda:{count - 1}: no such device is available "
+                             f"here; {fix}")
+        return device if device.index is not None else torch.device("cuda", local_rank)
+    if device.type == "mps" and not _mps_available():
+        raise ValueError(f"device {requested!r} was requested but MPS is not available: no such "
+                         f"device is available here; {fix}")
     return device
+
+
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 
 def autocast(device: torch.device):

@@ -2,18 +2,28 @@
 generated when no root is given), the images per category it is limited to, the samples in order.
 
 Training, evaluation and the notebooks open their data here, so all three see the same images.
+``check_data`` finds what would stop a run (missing split folders, empty or unreadable image files)
+before training; ``data_fingerprint`` identifies the data's files, and is part of a run's id.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, Subset
 
 from maskad_core.config import TrainConfig
-from maskad_core.data import MVTecAD
+from maskad_core.data import IMAGE_EXTENSIONS, DataError, MVTecAD, category_folders
 from maskad_core.synthetic import default_data_root
+
+MAX_NAMED = 10  # bad files check_data names one by one; the rest are counted
+FINGERPRINT_FOLDERS = ("train", "test", "ground_truth")  # of each category, in data_fingerprint
+_HEADER_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError,
+                  Image.DecompressionBombError)
 
 
 def data_root_of(config: TrainConfig) -> Path:
@@ -40,11 +50,84 @@ def open_dataset(config: TrainConfig, split: str, data_root: str | Path | None =
 
 def check_data(config: TrainConfig) -> Path:
     """Resolve (and if needed generate) the data root and scan both splits: DataError if the data
-    cannot serve this configuration. Cheap: no image is decoded."""
+    cannot serve this configuration (a category without its train/ or test/ folder, an empty split,
+    image or mask files that are empty or whose header no image reader recognises, every one of
+    them named up to ten). Cheap: headers are read, no image is decoded."""
     root = data_root_of(config)
+    bad: list[str] = []
     for split in ("train", "test"):
-        MVTecAD(root, categories=config.categories, split=split, image_size=config.image_size)
+        dataset = MVTecAD(root, categories=config.categories, split=split, image_size=config.image_size)
+        for sample in dataset.samples:
+            for path in (sample.path, sample.mask_path):
+                problem = _header_problem(path) if path is not None else None
+                if problem:
+                    bad.append(f"{_relative(path, root)} ({problem})")
+    if bad:
+        shown = "; ".join(bad[:MAX_NAMED])
+        more = f"; and {len(bad) - MAX_NAMED} more" if len(bad) > MAX_NAMED else ""
+        raise DataError(f"{len(bad)} image file(s) under {root} cannot be read: {shown}{more}. "
+                        "Replace or remove them before training")
     return root
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _header_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be an image (empty, unreadable, unrecognised header), else None.
+    Only the header is read: PIL's open identifies the format without decoding the pixels."""
+    try:
+        if path.stat().st_size == 0:
+            return "empty file, 0 bytes"
+        with Image.open(path):  # identifies the format from the header; pixels stay unread
+            pass
+    except _HEADER_ERRORS as error:
+        return f"{type(error).__name__}: {getattr(error, 'strerror', None) or error}"
+    return None
+
+
+def data_fingerprint(config: TrainConfig) -> dict:
+    """What identifies the data a configuration trains and is tested on, cheaply (no file is
+    read, only listed): every image file under the selected categories' train/, test/ and
+    ground_truth/ folders with its size and modification time (ns).
+
+    Returns ``{"digest": sha256 hex, "files": count, "categories": {name: count}, "root": str}``;
+    the digest changes when an image is added, removed, renamed or rewritten.
+    """
+    root = data_root_of(config)
+    folders = category_folders(root)
+    names = config.categories if config.categories is not None else list(folders)
+    unknown = [name for name in names if name not in folders]
+    if unknown:
+        raise DataError(f"unknown category {unknown[0]!r} under {root}; "
+                        f"categories found: {', '.join(folders) or 'none'}")
+    lines: list[str] = []
+    counts: dict[str, int] = {}
+    for name in names:
+        entries = _file_entries(root, folders[name])
+        counts[name] = len(entries)
+        lines.extend(entries)
+    digest = hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()
+    return {"digest": digest, "files": len(lines), "categories": counts, "root": str(root)}
+
+
+def _file_entries(root: Path, category: Path) -> list[str]:
+    """'relative name<TAB>size<TAB>mtime_ns' of each image file of one category's folders."""
+    entries = []
+    for sub in FINGERPRINT_FOLDERS:
+        for folder, dirs, files in os.walk(category / sub):
+            dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
+            for name in files:
+                if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+                    continue
+                path = Path(folder) / name
+                stat = path.stat()
+                entries.append(f"{path.relative_to(root).as_posix()}\t{stat.st_size}\t{stat.st_mtime_ns}")
+    return entries
 
 
 def limit_per_category(dataset: MVTecAD, limit: int) -> list[int]:

@@ -1,13 +1,15 @@
-"""Run folders: naming by hash, lookup by path or id prefix, atomic writes, the training lock."""
+"""Run folders: naming by hash (settings and data), lookup by path or id prefix, atomic writes, the
+training lock."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import pytest
 import torch
 
-from maskad_core import runs
+from maskad_core import runs, splits
 from maskad_core.config import TrainConfig
 
 
@@ -18,14 +20,17 @@ def _fake_run(config: TrainConfig):
     return path
 
 
-def test_run_folder_is_named_by_the_config_hash(home):
-    config = TrainConfig(epochs=3)
-    assert runs.run_path(config) == home / "runs" / config.hash()[:12]
-    assert runs.run_id(config) != runs.run_id(TrainConfig(epochs=4))
+def test_run_folder_is_named_by_the_config_hash_and_the_data(home, data_root):
+    config = TrainConfig(epochs=3, data_root=str(data_root))
+    digest = splits.data_fingerprint(config)["digest"]
+    expected = hashlib.sha256(f"{config.hash()}:{digest}".encode()).hexdigest()[:12]
+    assert runs.run_path(config) == home / "runs" / expected
+    assert runs.run_id(config) != runs.run_id(TrainConfig(epochs=4, data_root=str(data_root)))
+    assert runs.run_id(config, {"digest": "other data"}) != runs.run_id(config)
 
 
-def test_runs_are_found_by_path_or_id_prefix(home):
-    config = TrainConfig(epochs=3)
+def test_runs_are_found_by_path_or_id_prefix(home, data_root):
+    config = TrainConfig(epochs=3, data_root=str(data_root))
     path = _fake_run(config)
     assert runs.resolve_run(path) == path
     assert runs.resolve_run(path.name[:5]) == path
@@ -35,12 +40,12 @@ def test_runs_are_found_by_path_or_id_prefix(home):
     assert run.done
 
 
-def test_missing_or_ambiguous_runs_are_clear_errors(home, tmp_path):
+def test_missing_or_ambiguous_runs_are_clear_errors(home, tmp_path, data_root):
     with pytest.raises(FileNotFoundError, match="no run 'abc'"):
         runs.resolve_run("abc")
     with pytest.raises(FileNotFoundError, match="is not a run folder"):
         runs.resolve_run(tmp_path)
-    paths = [_fake_run(TrainConfig(epochs=e)) for e in range(1, 40)]
+    paths = [_fake_run(TrainConfig(epochs=e, data_root=str(data_root))) for e in range(1, 40)]
     first_chars = [p.name[0] for p in paths]
     shared = max(set(first_chars), key=first_chars.count)  # 39 ids, 16 hex digits: one repeats
     with pytest.raises(ValueError, match=f"run prefix '{shared}' is ambiguous"):
@@ -85,13 +90,14 @@ def test_lock_admits_one_trainer_at_a_time(tmp_path):
         pass
 
 
-def test_load_model_reads_the_weights_without_the_optimiser_state(home, monkeypatch):
+def test_load_model_reads_the_weights_without_the_optimiser_state(home, monkeypatch, data_root):
     """The checkpoint is memory-mapped and only its model entry is used: the AdamW moments (twice
     the model) are never read into memory just to score with the weights."""
     from maskad_core.model import build_model
 
     config = TrainConfig(image_size=32, patch_size=8, embed_dim=16, depth=1, num_heads=2,
-                         decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2).validate()
+                         decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2,
+                         data_root=str(data_root)).validate()
     path = runs.run_path(config)
     runs.atomic_write_text(path / runs.CONFIG_FILE, config.to_yaml())
     torch.manual_seed(0)

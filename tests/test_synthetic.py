@@ -150,12 +150,21 @@ def test_refuses_to_overwrite_other_content(tmp_path):
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("keep me")
-    with pytest.raises(DataError, match="already holds files; pass overwrite=True"):
-        generate_synthetic(foreign, categories=["pill"], **{**SMALL, "n_test_defective": 3})
+    for overwrite in (False, True):  # never deleted, not even with overwrite
+        with pytest.raises(DataError, match="mine holds files that are not a generated synthetic "
+                                            "set \\(e.g. thesis.tex\\)"):
+            generate_synthetic(foreign, categories=["pill"], overwrite=overwrite,
+                               **{**SMALL, "n_test_defective": 3})
     assert (foreign / "thesis.tex").read_text() == "keep me"
-    out = generate_synthetic(foreign, categories=["pill"], overwrite=True,
-                             **{**SMALL, "n_test_defective": 3})
-    assert not (out / "thesis.tex").exists() and (out / "pill" / "train" / "good").is_dir()
+    (foreign / "thesis.tex").unlink()  # an empty folder is fine
+    out = generate_synthetic(foreign, categories=["pill"], **{**SMALL, "n_test_defective": 3})
+    assert (out / "pill" / "train" / "good").is_dir() and synthetic.foreign_entry(out) is None
+    # a set with other parameters is replaced only with overwrite
+    with pytest.raises(DataError, match="a synthetic set with other parameters; pass overwrite=True"):
+        generate_synthetic(foreign, categories=["pill"], seed=1, **{**SMALL, "n_test_defective": 3})
+    generate_synthetic(foreign, categories=["pill"], seed=1, overwrite=True,
+                       **{**SMALL, "n_test_defective": 3})
+    assert json.loads((foreign / "metadata.json").read_text())["seed"] == 1
 
 
 def test_bad_parameters_get_named(tmp_path):

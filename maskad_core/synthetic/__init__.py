@@ -28,6 +28,7 @@ from maskad_core.synthetic.writer import (
     GENERATOR_VERSION,
     MARKER_NAME,
     default_data_root,
+    foreign_entry,
     generate_synthetic,
     is_complete,
 )
@@ -35,5 +36,5 @@ from maskad_core.synthetic.writer import (
 __all__ = [
     "CATEGORY_SPECS", "DEFAULT_IMAGE_SIZE", "DEFAULT_SEED", "DEFAULT_TEST_DEFECTIVE", "DEFAULT_TEST_GOOD",
     "DEFAULT_TRAIN_GOOD", "GENERATOR_VERSION", "MARKER_NAME", "SYNTHETIC_CATEGORIES", "CategorySpec",
-    "default_data_root", "draw_pair", "draw_sample", "generate_synthetic", "is_complete", "plot_overview",
+    "default_data_root", "draw_pair", "draw_sample", "foreign_entry", "generate_synthetic", "is_complete", "plot_overview",
 ]

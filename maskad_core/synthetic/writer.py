@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from maskad_core.data import DataError
-from maskad_core.paths import data_dir
+from maskad_core.paths import data_dir, writable_dir
 from maskad_core.synthetic.categories import SPECS_BY_NAME, SYNTHETIC_CATEGORIES, draw_sample
 
 GENERATOR_VERSION = 1
@@ -24,6 +24,10 @@ DEFAULT_TRAIN_GOOD = 60
 DEFAULT_TEST_GOOD = 20
 DEFAULT_TEST_DEFECTIVE = 30
 MARKER_NAME = ".maskad_complete.json"
+GENERATOR_NAME = "maskad_core.synthetic"
+# What a generated set holds: these files, and <category>/<SET_FOLDERS>/<kind>/*.png.
+SET_FILES = frozenset({MARKER_NAME, "metadata.json", "README.md", "defects.csv"})
+SET_FOLDERS = ("train", "test", "ground_truth")
 
 
 def _split_plan(categories, n_train, n_test_good, n_test_defective):
@@ -42,7 +46,7 @@ def _split_plan(categories, n_train, n_test_good, n_test_defective):
 
 
 def _params(seed, image_size, categories, n_train, n_test_good, n_test_defective) -> dict:
-    return {"generator": "maskad_core.synthetic", "version": GENERATOR_VERSION, "seed": int(seed),
+    return {"generator": GENERATOR_NAME, "version": GENERATOR_VERSION, "seed": int(seed),
             "image_size": int(image_size), "categories": list(categories), "n_train_good": n_train,
             "n_test_good": n_test_good, "n_test_defective": n_test_defective}
 
@@ -85,6 +89,61 @@ def _read_marker(root: Path) -> dict | None:
         return None
 
 
+def _generated_params(root: Path) -> dict | None:
+    """The parameters a generated set in ``root`` records (completion marker, else metadata.json,
+    which an interrupted rewrite may have left without its marker); None when it records none."""
+    for record in (_read_marker(root) or {}).get("params"), _read_json(root / "metadata.json"):
+        if isinstance(record, dict) and record.get("generator") == GENERATOR_NAME \
+                and isinstance(record.get("categories"), list):
+            return record
+    return None
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def foreign_entry(root: str | Path) -> Path | None:
+    """The first file or folder in ``root`` that is not part of a generated synthetic set, None
+    when root holds such a set and nothing else (or nothing). Without a generated set's record
+    (completion marker or metadata.json), every entry is foreign. Only what this is None for may
+    be deleted to write a set in its place."""
+    root = Path(root)
+    params = _generated_params(root)
+    entries = sorted(root.iterdir())
+    if params is None:
+        return entries[0] if entries else None
+    for entry in entries:
+        if entry.is_file() and not entry.is_symlink() and entry.name in SET_FILES:
+            continue
+        if entry.is_symlink() or not entry.is_dir() or entry.name not in params["categories"]:
+            return entry
+        for split in sorted(entry.iterdir()):
+            if split.is_symlink() or not split.is_dir() or split.name not in SET_FOLDERS:
+                return split
+            for kind in sorted(split.iterdir()):
+                if kind.is_symlink() or not kind.is_dir():
+                    return kind
+                stray = next((f for f in sorted(kind.iterdir())
+                              if f.is_symlink() or not f.is_file() or f.suffix != ".png"), None)
+                if stray is not None:
+                    return stray
+    return None
+
+
+def _refuse_foreign(out: Path) -> None:
+    foreign = foreign_entry(out)
+    if foreign is not None:
+        raise DataError(
+            f"{out} holds files that are not a generated synthetic set (e.g. "
+            f"{foreign.relative_to(out)}), so it is not replaced, even with overwrite: write the set "
+            "to an empty or new folder, or move those files away first"
+        )
+
+
 def is_complete(root: str | Path, params: dict | None = None) -> bool:
     """True when root holds a finished synthetic set (with the given parameters, if any)."""
     root = Path(root)
@@ -101,8 +160,10 @@ def generate_synthetic(out: str | Path, seed: int = DEFAULT_SEED, image_size: in
     """Write the synthetic set to ``out`` (MVTec layout) and return ``out``.
 
     Written into a temporary sibling folder and renamed when done, so ``out`` is never partial.
-    An existing complete set with the same parameters is re-used; any other existing, non-empty
-    ``out`` raises DataError unless ``overwrite=True``.
+    An existing complete set with the same parameters is re-used; an existing set with other
+    parameters raises DataError unless ``overwrite=True``; a folder holding anything else than a
+    generated set (``foreign_entry``) raises DataError, with or without ``overwrite``: only empty
+    folders and generated sets are ever written over.
     """
     cats = _validate(seed, image_size, categories, {"n_train": n_train, "n_test_good": n_test_good,
                                                     "n_test_defective": n_test_defective})
@@ -112,10 +173,12 @@ def generate_synthetic(out: str | Path, seed: int = DEFAULT_SEED, image_size: in
         return out
     if out.exists() and not out.is_dir():
         raise DataError(f"{out} exists and is not a folder")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        why = "a synthetic set with other parameters" if _read_marker(out) else "files"
-        raise DataError(f"{out} already holds {why}; pass overwrite=True (or --overwrite) to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists() and any(out.iterdir()):
+        _refuse_foreign(out)
+        if not overwrite:
+            raise DataError(f"{out} already holds a synthetic set with other parameters; pass "
+                            "overwrite=True (or --overwrite) to replace it")
+    writable_dir(out.parent, "the data set's parent folder", hint="choose another --out folder")
     for stale in out.parent.glob(f".{out.name}.partial-*"):
         if not _writer_alive(stale):  # left by an interrupted run, not one still writing
             shutil.rmtree(stale, ignore_errors=True)
@@ -135,6 +198,7 @@ def generate_synthetic(out: str | Path, seed: int = DEFAULT_SEED, image_size: in
         if is_complete(out, params):  # another process finished the same set meanwhile
             return out
         if out.exists():
+            _refuse_foreign(out)  # again: files may have arrived while the set was drawn
             shutil.rmtree(out)
         try:
             os.replace(tmp, out)
