@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -12,14 +14,19 @@ from PIL import Image
 from scipy import ndimage
 from torch.utils.data import DataLoader
 
+from maskad_core.config import TrainConfig
 from maskad_core.data import (
     AUGMENTATIONS,
+    NON_SQUARE_RULES,
     DataError,
     DataWarning,
     MVTecAD,
     available_categories,
+    category_folders,
     read_image,
 )
+from maskad_core.geometry import Placement, placement
+from maskad_core.recipe_log import load_log
 
 SIZE = 16
 
@@ -292,3 +299,166 @@ def test_read_image_matches_the_dataset(root):
     bad.write_bytes(b"\x89PNG broken")
     with pytest.raises(DataError, match="cannot read image .*broken.png"):
         read_image(bad, SIZE)
+
+
+# --- images that are not square: the non_square rules -------------------------------------------
+NON_SQUARE_SIZES = (16, 32, 64, 128, 224, 256)  # 256: the tall image's width grows, its height shrinks
+TALL = (240, 600)  # width, height: the shape of KolektorSDD's images, smaller
+TALL_BLOCK = (150, 330, 30, 190)  # rows y0:y1, columns x0:x1 of the planted defect (off centre)
+
+
+def _non_square_root(tmp_path: Path) -> Path:
+    """Category 'tall' (240 x 600) and 'wide' (its transpose), each with one planted bright block
+    and its mask, on a flat dark background."""
+    r = tmp_path / "ns"
+    for name, transpose in (("tall", False), ("wide", True)):
+        width, height = TALL
+        img = np.full((height, width), 40, np.uint8)
+        mask = np.zeros((height, width), np.uint8)
+        y0, y1, x0, x1 = TALL_BLOCK
+        img[y0:y1, x0:x1], mask[y0:y1, x0:x1] = 255, 255
+        if transpose:
+            img, mask = img.T.copy(), mask.T.copy()
+        _save(r / name / "train" / "good" / "000.png", np.full_like(img, 40))
+        _save(r / name / "test" / "block" / "000.png", img)
+        _save(r / name / "ground_truth" / "block" / "000_mask.png", mask)
+    return r
+
+
+def _block_boxes(place: Placement, image_size, block, transpose: bool):
+    """(outer, inner) boxes (y0, y1, x0, x1) of the block on the canvas: the output pixels that
+    touch it, and those it covers entirely."""
+    width, height = image_size
+    y0, y1, x0, x1 = (block[2], block[3], block[0], block[1]) if transpose else block
+    sx, sy = place.width / width, place.height / height
+    outer = (place.top + int(np.floor(y0 * sy)), place.top + int(np.ceil(y1 * sy)),
+             place.left + int(np.floor(x0 * sx)), place.left + int(np.ceil(x1 * sx)))
+    inner = (place.top + int(np.ceil(y0 * sy)), place.top + int(np.floor(y1 * sy)),
+             place.left + int(np.ceil(x0 * sx)), place.left + int(np.floor(x1 * sx)))
+    return outer, inner
+
+
+def _box(size: int, box) -> np.ndarray:
+    out = np.zeros((size, size), bool)
+    out[box[0]:box[1], box[2]:box[3]] = True
+    return out
+
+
+@pytest.mark.parametrize("rule", NON_SQUARE_RULES)
+@pytest.mark.parametrize("size", NON_SQUARE_SIZES)
+def test_non_square_image_and_mask_stay_aligned(tmp_path, rule, size):
+    root = _non_square_root(tmp_path)
+    data = MVTecAD(root, split="test", image_size=size, non_square=rule)
+    for index, sample in enumerate(data.samples):
+        item = data[index]
+        image, mask = item["image"], item["mask"][0].numpy() > 0
+        assert image.shape == (3, size, size) and mask.shape == (size, size)
+        shape = TALL[::-1] if sample.category == "wide" else TALL
+        place = placement(shape, size, rule)
+        outer, inner = _block_boxes(place, shape, TALL_BLOCK, sample.category == "wide")
+        assert inner[1] > inner[0] and inner[3] > inner[2]  # the block spans whole pixels
+        bright = image.min(0).values.numpy() > 0.5
+        # the bright block lies inside the mask, the mask on the block (one pixel of partial
+        # coverage at most), both where the geometry puts them: no shift, no flip, no transpose
+        assert not (bright & ~mask).any()
+        assert not (mask & ~ndimage.binary_dilation(bright, np.ones((3, 3), bool))).any()
+        assert not (mask & ~_box(size, outer)).any() and not (_box(size, inner) & ~mask).any()
+        assert not (bright & ~_box(size, outer)).any() and not (_box(size, inner) & ~bright).any()
+        assert torch.equal(read_image(sample.path, size, rule), image)
+        if rule == "pad":
+            _assert_padding(image, mask, place)
+
+
+def _assert_padding(image: torch.Tensor, mask: np.ndarray, place: Placement) -> None:
+    """Outside the placed image: mask 0 and one constant colour, the image's mean."""
+    assert place.padded and 0.5 < place.padding_fraction < 0.75
+    inside = _box(place.size, (place.top, place.top + place.height,
+                               place.left, place.left + place.width))
+    assert (~inside).any() and not mask[~inside].any()
+    padding = image[:, torch.from_numpy(~inside)]
+    assert torch.equal(padding, padding[:, :1].expand_as(padding))
+    mean = image[:, torch.from_numpy(inside)].mean(dim=1)
+    assert torch.allclose(padding[:, 0], mean, atol=1 / 255)
+
+
+def test_pad_keeps_the_aspect_and_squash_fills_the_square():
+    assert placement((256, 645), 128, "squash") == Placement(128, 128, 0, 0, 128)
+    assert placement((256, 645), 128, "pad") == Placement(51, 128, 38, 0, 128)
+    assert placement((645, 256), 128, "pad") == Placement(128, 51, 0, 38, 128)
+    for rule in NON_SQUARE_RULES:
+        assert placement((300, 300), 64, rule) == Placement(64, 64, 0, 0, 64)
+        assert placement((1, 1000), 16, rule).width >= 1
+
+
+def test_a_mask_stored_at_another_size_lands_on_its_image(tmp_path):
+    root = _non_square_root(tmp_path)
+    path = root / "tall" / "ground_truth" / "block" / "000_mask.png"
+    full = MVTecAD(root, categories=["tall"], split="test", image_size=64, non_square="pad")[0]
+    Image.open(path).resize((TALL[0] // 2, TALL[1] // 2), Image.Resampling.NEAREST).save(path)
+    with pytest.warns(DataWarning, match="120x300 but its image is 240x600; resized onto its image"):
+        half = MVTecAD(root, categories=["tall"], split="test", image_size=64, non_square="pad")[0]
+    assert torch.equal(half["mask"], full["mask"])
+
+
+@pytest.mark.parametrize("size", (16, 32, 64))
+def test_square_images_are_unchanged_by_either_rule(root, size):
+    """Bit-identical to the loader before the rules existed: one Lanczos resize to the square,
+    masks by area (any coverage) when shrinking, nearest when enlarging."""
+    for rule in NON_SQUARE_RULES:
+        data = MVTecAD(root, categories=["tile"], split="test", image_size=size, non_square=rule)
+        for index, sample in enumerate(data.samples):
+            item = data[index]
+            ref = Image.open(sample.path).convert("RGB").resize(
+                (size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
+            expected = torch.from_numpy(np.array(ref)).permute(2, 0, 1).float() / 255.0
+            assert torch.equal(item["image"], expected)
+            if sample.mask_path is not None:
+                raw = Image.open(sample.mask_path).convert("L").point(lambda v: 255 if v > 127 else 0)
+                shrink = raw.size[0] > size
+                ref = raw.resize((size, size), Image.Resampling.BOX if shrink
+                                 else Image.Resampling.NEAREST)
+                assert torch.equal(item["mask"][0], torch.from_numpy(np.asarray(ref) > 0).float())
+
+
+def test_an_unknown_rule_names_the_allowed_ones(root, tmp_path):
+    with pytest.raises(DataError, match="non_square must be one of: squash, pad; got 'crop'"):
+        MVTecAD(root, non_square="crop")
+    with pytest.raises(ValueError, match="squash, pad"):
+        read_image(next((root / "tile" / "train" / "good").glob("*.png")), SIZE, "crop")
+    assert TrainConfig().non_square == "squash" and NON_SQUARE_RULES == ("squash", "pad")
+    TrainConfig(non_square="pad").validate()
+    with pytest.raises(ValueError, match="non_square 'crop' is not one of: squash, pad"):
+        TrainConfig(non_square="crop").validate()
+
+
+def test_the_recipe_log_states_the_rule_and_its_measurement():
+    (decision,) = [d for d in load_log()["data_decisions"] if d["setting"] == "non_square"]
+    assert decision["chosen"] == TrainConfig().non_square
+    assert set(decision["alternatives"]) == set(NON_SQUARE_RULES) - {decision["chosen"]}
+    measured = Path(__file__).resolve().parents[1] / decision["measurement"]
+    assert measured.is_file(), measured
+    result = json.loads(measured.read_text())
+    assert set(result["rules"]) == set(NON_SQUARE_RULES)
+
+
+# --- several data sets under one root ----------------------------------------------------------
+def test_a_root_reads_categories_and_collections_of_them(root, tmp_path):
+    shared = tmp_path / "shared"
+    shutil.copytree(root, shared / "mvtec")  # a collection: bolt, tile
+    shutil.copytree(_non_square_root(tmp_path) / "tall", shared / "kolektor")  # a category
+    assert available_categories(shared) == ["bolt", "kolektor", "tile"]
+    assert category_folders(shared)["tile"] == shared / "mvtec" / "tile"
+    assert available_categories(root) == ["bolt", "tile"]  # a plain root reads as before
+    both = MVTecAD(shared, categories=["tile", "kolektor"], split="test", image_size=SIZE)
+    assert both.categories == ["tile", "kolektor"]
+    alone = MVTecAD(root, categories=["tile"], split="test", image_size=SIZE)
+    assert both.counts() == {**alone.counts(), ("kolektor", "block"): 1}
+    assert all(Path(s.path).is_relative_to(shared / "mvtec" / "tile") for s in both.samples
+               if s.category == "tile")
+    assert both.category_has_masks("tile") and both.category_has_masks("kolektor")
+    assert torch.equal(both[0]["mask"], alone[0]["mask"])
+    with pytest.raises(DataError, match="unknown category 'tiles'.*did you mean 'tile'"):
+        MVTecAD(shared, categories=["tiles"])
+    shutil.copytree(root / "tile", shared / "other" / "tile")
+    with pytest.raises(DataError, match="two categories named 'tile'"):
+        available_categories(shared)
