@@ -222,9 +222,11 @@ def find_trained_twin(config: TrainConfig, fingerprint: dict | None = None) -> R
 
 
 def copy_training(source: Path, target: Path) -> None:
-    """The training part of a run folder (checkpoints, history.csv) into another, hard-linked where
-    the file system allows (the files are never rewritten in place, only replaced)."""
+    """The training part of a run folder (checkpoints, history.csv, the data record data.json)
+    into another, hard-linked where the file system allows (the files are never rewritten in
+    place, only replaced). The copy is a twin's training, so it is a twin candidate itself."""
     files = [p for p in (source / CHECKPOINT_FILE).parent.glob("*.pt")] + [source / HISTORY_FILE]
+    files += [source / DATA_FILE] if (source / DATA_FILE).is_file() else []
     for file in files:
         destination = target / file.relative_to(source)
         destination.parent.mkdir(parents=True, exist_ok=True)

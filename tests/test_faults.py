@@ -176,6 +176,10 @@ def test_a_twin_must_have_been_trained_on_the_same_data(tmp_path, home):
     assert runs.read_data_record(legacy) == fingerprint
     assert runs.find_trained_twin(rescored).path == legacy
     assert runs.find_trained_twin(rescored, fingerprint).path == legacy
+    (legacy / runs.HISTORY_FILE).write_text("epoch\n1\n")
+    copy = runs.run_path(rescored)
+    runs.copy_training(legacy, copy)  # a twin's training, copied with its data record
+    assert runs.read_data_record(copy) == fingerprint
     (root / "waves" / "train" / "good" / "000.png").unlink()  # the data changed since
     assert runs.find_trained_twin(rescored) is None
 
