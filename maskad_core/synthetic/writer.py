@@ -92,7 +92,9 @@ def _read_marker(root: Path) -> dict | None:
 def _generated_params(root: Path) -> dict | None:
     """The parameters a generated set in ``root`` records (completion marker, else metadata.json,
     which an interrupted rewrite may have left without its marker); None when it records none."""
-    for record in (_read_marker(root) or {}).get("params"), _read_json(root / "metadata.json"):
+    marker = _read_json(root / MARKER_NAME)
+    for record in (marker.get("params") if isinstance(marker, dict) else None,
+                   _read_json(root / "metadata.json")):
         if isinstance(record, dict) and record.get("generator") == GENERATOR_NAME \
                 and isinstance(record.get("categories"), list):
             return record
