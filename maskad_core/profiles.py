@@ -2,7 +2,10 @@
 configuration a notebook builds from its parameters.
 
 A profile sets every parameter of every notebook; each notebook receives the keys it declares.
-Keys that are TrainConfig fields set the training runs.
+Keys that are TrainConfig fields set the training runs. ``-p key=value`` overrides are read with the
+one grammar of :mod:`maskad_core.overrides` (``data_root=none`` is None, ``a,b`` a list), as the
+type of the key: TrainConfig's field type, or the type of the profile's own value. Everything is
+checked by :func:`study_parameters` before any notebook starts.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from maskad_core.config import FIELD_NAMES, TrainConfig
+from maskad_core.overrides import coerce_like, parse_assignments, split_assignments
 from maskad_core.paths import SOURCE_ROOT
 
 
@@ -40,18 +44,64 @@ def profile_description(name: str) -> str:
 def load_profile(name: str, overrides: Mapping | Iterable[str] | None = None) -> dict:
     """The profile's notebook parameters (a fresh dict), with ``overrides`` applied.
 
-    ``overrides`` is a mapping or ``key=value`` strings (values parsed as YAML); an override of a
-    key that no profile defines is an error naming the valid keys.
+    ``overrides`` is a mapping or ``key=value`` strings. Each overriding value takes its key's type
+    (:func:`override_value`); an override of a key that no profile defines, an empty value or a
+    value of the wrong type is a ValueError naming the key.
     """
     params = dict(_check_profile(name)["parameters"])
     params["profile"] = name
-    for key, value in parse_overrides(overrides).items():
+    for key, value in split_assignments(overrides).items():
         if key not in params:
             raise ValueError(
                 f"unknown study parameter {key!r}; valid parameters: {', '.join(sorted(params))}"
             )
-        params[key] = value
+        params[key] = override_value(key, value, params[key])
     return params
+
+
+def override_value(key: str, value, profile_value):
+    """An override's value (text of the grammar, or a Python value) as ``key``'s type.
+
+    A TrainConfig field is read as ``maskad train key=value`` reads it (the same text gives the same
+    value: ``categories=bottle`` is ``["bottle"]``); any other key as the type of the profile's own
+    value (``ablation_ratios=0.5,0.75`` a list of floats). An empty text is refused, saying what to
+    write instead.
+    """
+    if isinstance(value, str) and not value.strip():
+        raise ValueError(_empty_message(key, profile_value))
+    if key in FIELD_NAMES:
+        return getattr(TrainConfig().with_overrides({key: value}), key)
+    return coerce_like(key, value, profile_value)
+
+
+def _empty_message(key: str, profile_value) -> str:
+    if key == "data_root":
+        return ("-p data_root= gives no data folder: write data_root=null for the generated "
+                "(synthetic) set, or data_root=PATH for a folder in MVTec AD layout")
+    shown = ",".join(map(str, profile_value)) if isinstance(profile_value, list) else profile_value
+    if shown is None:
+        shown = "null"
+    return f"-p {key}= gives no value: write {key}=VALUE (the profile's value: {key}={shown})"
+
+
+def study_parameters(name: str, overrides: Mapping | Iterable[str] | None = None) -> dict:
+    """What ``maskad study --profile NAME -p ...`` passes to the notebooks, every part checked
+    before any notebook starts: :func:`load_profile` (keys, types, empty values), the profile's
+    required keys, the training configuration (:func:`train_config`: ValueError naming the key) and
+    the data folder (an existing folder, or null for the generated set)."""
+    params = load_profile(name, overrides)
+    check_required(name, params)
+    train_config(params)
+    check_data_root(params.get("data_root"))
+    return params
+
+
+def check_data_root(data_root: str | Path | None) -> None:
+    """ValueError naming the resolved path when ``data_root`` is not None and not a folder."""
+    path = profile_data_root(data_root)
+    if path is not None and not Path(path).is_dir():
+        raise ValueError(f"data_root {str(data_root)!r} is not a folder: {path} does not exist "
+                         "(data_root=null runs on the generated set)")
 
 
 DEFAULT_EXECUTED_DIR = "book/executed"
@@ -72,21 +122,10 @@ def _check_profile(name: str) -> dict:
 
 
 def parse_overrides(overrides: Mapping | Iterable[str] | None) -> dict:
-    """``["epochs=3", "categories=[bottle, screw]"]`` -> ``{"epochs": 3, "categories": [...]}``."""
-    if not overrides:
-        return {}
-    if isinstance(overrides, Mapping):
-        return dict(overrides)
-    parsed = {}
-    for item in overrides:
-        key, sep, value = str(item).partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"parameter {item!r} is not of the form key=value")
-        try:
-            parsed[key.strip()] = yaml.safe_load(value) if value.strip() else None
-        except yaml.YAMLError as error:
-            raise ValueError(f"value of parameter {key.strip()!r} is not valid YAML: {error}") from None
-    return parsed
+    """``["epochs=3", "categories=[bottle, screw]", "data_root=none"]`` ->
+    ``{"epochs": 3, "categories": ["bottle", "screw"], "data_root": None}``: the values read with
+    :func:`maskad_core.overrides.parse_value`, not yet typed (:func:`load_profile` types them)."""
+    return parse_assignments(overrides)
 
 
 def check_required(profile: str, params: Mapping) -> None:

@@ -3,7 +3,9 @@
 The notebooks' sources are MyST Markdown (``notebooks/NAME.md``, jupytext's ``md:myst``), the files
 people edit. ``run_study("cpu")`` converts each to a notebook, executes it with papermill and the
 profile's parameters into ``<root>/book/executed/NAME.ipynb`` (the book's source tree) and then runs
-``jupyter-book build <root> -W -n --keep-going``. Trained models are shared through
+``jupyter-book build <root> -W -n --keep-going``. A study is all or nothing: the parameters are
+checked before any kernel starts, the notebooks are executed into a temporary folder beside the
+edition and replace its files only once every one of them succeeded. Trained models are shared through
 :func:`maskad_core.train.train`, which re-uses a finished run with the same configuration, so a
 second invocation only re-executes the (cheap) notebook code and re-renders the book.
 
@@ -19,14 +21,19 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from maskad_core.glue import GLUE_PREFIX as GLUE_PREFIX  # re-exported: the study's readers
+from maskad_core.glue import glued_value as glued_value
+from maskad_core.glue import keep_one_copy_of_glued_figures
+from maskad_core.glue import read_glue as read_glue
 from maskad_core.paths import SOURCE_ROOT
-from maskad_core.profiles import check_required, load_profile, profile_description, profile_names
 from maskad_core.profiles import executed_dir as profile_executed_dir
+from maskad_core.profiles import profile_description, profile_names, study_parameters
 
 #: The notebooks in book order (file stems under ``notebooks/``).
 NOTEBOOKS = (
@@ -183,32 +190,6 @@ def execute_notebook(
     return output
 
 
-def keep_one_copy_of_glued_figures(path: Path) -> int:
-    """Store each figure once: where a cell both shows a figure (``plt.show()``) and glues the same
-    image with ``display=False``, drop the shown copy and make the glue record the displayed output,
-    as ``glue(name, fig, display=True)`` would have written it. Returns how many copies went."""
-    import nbformat
-
-    notebook = nbformat.read(str(path), as_version=4)
-    removed = 0
-    for cell in notebook.cells:
-        outputs = cell.get("outputs", []) if cell.cell_type == "code" else []
-        for record in list(outputs):  # a copy: shown copies are removed on the way
-            image = record.get("data", {}).get(GLUE_PREFIX + "image/png")
-            meta = record.get("metadata", {}).get("scrapbook")
-            shown = [o for o in outputs if o is not record and image is not None and
-                     o.get("output_type") == "display_data" and o.get("data", {}).get("image/png") == image]
-            if not meta or not shown:
-                continue
-            outputs.remove(shown[0])
-            record["data"] = {mime.removeprefix(GLUE_PREFIX): data for mime, data in record["data"].items()}
-            meta["mime_prefix"] = ""
-            removed += 1
-    if removed:
-        nbformat.write(notebook, str(path))
-    return removed
-
-
 def build_book_html(root: str | Path, *, log: Callable[[str], None] = print) -> Path:
     """``jupyter-book build <root> -W -n --keep-going``; StudyError with the log tail if it fails."""
     root = Path(root)
@@ -241,38 +222,31 @@ def run_study(
     """Execute the notebooks with ``profile``'s parameters, then build the book.
 
     root: the book's root (``_config.yml``, ``notebooks/``); default the repository.
-    executed_dir: where executed notebooks go; default the profile's edition folder under ``root``
-    (``book/executed``, or ``book/executed-mvtec`` for the mvtec profile: what ``_toc.yml`` lists).
+    executed_dir: the edition folder; default the profile's under ``root`` (``book/executed``, or
+    ``book/executed-mvtec`` for the mvtec profile: what ``_toc.yml`` lists).
     notebooks: a subset of :data:`NOTEBOOKS` (stems); default all, in :data:`EXECUTION_ORDER`.
-    A failing notebook raises :class:`StudyError` naming it, its failing cell and the error; the
-    notebooks executed before it stay in ``executed_dir``.
+
+    Bad parameters are a ValueError before any kernel starts
+    (:func:`maskad_core.profiles.study_parameters`). The notebooks are executed into a temporary
+    folder beside ``executed_dir``; only when every selected one succeeded do they (and, for the
+    whole study, ``EDITION.json``) replace the edition's files. A failing notebook raises
+    :class:`StudyError` naming it, its failing cell, the error and where its failed copy was kept
+    (outside the edition); a failure or an interrupt leaves ``executed_dir`` as it was.
     """
     root = Path(root or SOURCE_ROOT).resolve()
     executed_dir = Path(executed_dir) if executed_dir else root / profile_executed_dir(profile)
-    params = load_profile(profile, overrides)
-    check_required(profile, params)
+    params = study_parameters(profile, overrides)
     selected = list(EXECUTION_ORDER) if notebooks is None else list(notebooks)
     unknown = [name for name in selected if name not in NOTEBOOKS]
     if unknown:
         raise ValueError(f"unknown notebook {unknown[0]!r}; notebooks: {', '.join(NOTEBOOKS)}")
-    result = StudyResult(root=root, executed_dir=executed_dir, html_dir=None)
-    for name in selected:
-        source = notebook_source(name, root)
+    sources = {name: notebook_source(name, root) for name in selected}
+    for name, source in sources.items():
         if not source.is_file():
             raise StudyError(f"notebook {name}: {source} does not exist", notebook=name)
-        log(f"[{profile}] executing {name} ...")
-        start = time.perf_counter()
-        output = execute_notebook(source, executed_dir / f"{name}.ipynb", params,
-                                  kernel_name=kernel_name, log_output=log_output)
-        result.seconds[name] = time.perf_counter() - start
-        result.executed.append(output)
-        log(f"[{profile}] {name} done in {result.seconds[name]:.1f} s")
-    if notebooks is None:  # a whole edition: record what produced it
-        from maskad_core.edition import write_edition
-        from maskad_core.report import hardware_description
-
-        write_edition(executed_dir, profile, params, root / "notebooks", result.seconds,
-                      hardware_description())
+    result = StudyResult(root=root, executed_dir=executed_dir, html_dir=None)
+    execute_edition(profile, params, sources, result, whole=notebooks is None,
+                    kernel_name=kernel_name, log_output=log_output, log=log)
     if build_book:
         start = time.perf_counter()
         result.html_dir = build_book_html(root, log=log)
@@ -281,40 +255,64 @@ def run_study(
     return result
 
 
-# --------------------------------------------------------------------------- reading results back
-GLUE_PREFIX = "application/papermill.record/"
-
-
-def read_glue(notebook: str | Path) -> dict[str, dict]:
-    """Glued outputs of an executed notebook: name -> {mime type: data} (prefix removed).
-
-    Reads myst-nb's glue outputs (display_data whose metadata names the key) without scrapbook.
-    """
-    import nbformat
-
-    glued: dict[str, dict] = {}
-    for cell in nbformat.read(str(notebook), as_version=4).cells:
-        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
-            name = output.get("metadata", {}).get("scrapbook", {}).get("name")
-            if output.get("output_type") != "display_data" or not name:
-                continue
-            glued[name] = {mime.removeprefix(GLUE_PREFIX): data
-                           for mime, data in output.get("data", {}).items()}
-    return glued
-
-
-def glued_value(notebook: str | Path, name: str):
-    """A glued value's Python literal (numbers, booleans, strings, lists, dicts); KeyError if absent."""
-    import ast
-
-    glued = read_glue(notebook)
-    if name not in glued:
-        raise KeyError(f"{Path(notebook).name} glues no {name!r}; it glues: {', '.join(sorted(glued))}")
-    text = glued[name].get("text/plain", "")
+def execute_edition(profile: str, params: Mapping, sources: Mapping[str, Path], result: StudyResult,
+                    *, whole: bool, kernel_name: str = "python3", log_output: bool = False,
+                    log: Callable[[str], None] = print) -> None:
+    """Execute ``sources`` (name -> notebook source, in order) into a temporary folder beside
+    ``result.executed_dir``, then move them (and EDITION.json when ``whole``) into it; the
+    temporary folder is removed whatever happens, so a failure leaves the edition untouched."""
+    edition = result.executed_dir
+    edition.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{edition.name}-running-", dir=edition.parent))
     try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
+        for name, source in sources.items():
+            log(f"[{profile}] executing {name} ...")
+            start = time.perf_counter()
+            output = staging / f"{name}.ipynb"
+            try:
+                execute_notebook(source, output, params, kernel_name=kernel_name,
+                                 log_output=log_output)
+            except StudyError as error:
+                raise failed_copy_error(error, output, edition) from None
+            result.seconds[name] = time.perf_counter() - start
+            log(f"[{profile}] {name} done in {result.seconds[name]:.1f} s")
+        if whole:  # a whole edition: record what produced it
+            from maskad_core.edition import write_edition
+            from maskad_core.report import hardware_description
+
+            write_edition(staging, profile, params, notebooks_dir(result.root),
+                          result.seconds, hardware_description())
+        result.executed = replace_edition_files(staging, edition, list(sources))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def replace_edition_files(staging: Path, edition: Path, names: Iterable[str]) -> list[Path]:
+    """Move ``staging``'s notebooks ``names`` (and its EDITION.json, if any) into ``edition``, each
+    file replaced at once (``os.replace``: same file system); the edition's other files stay."""
+    from maskad_core.edition import EDITION_FILE
+
+    edition.mkdir(parents=True, exist_ok=True)
+    moved = []
+    for file_name in [f"{name}.ipynb" for name in names] + [EDITION_FILE]:
+        if (staging / file_name).is_file():
+            os.replace(staging / file_name, edition / file_name)
+            moved.append(edition / file_name)
+    return [path for path in moved if path.suffix == ".ipynb"]
+
+
+def failed_copy_error(error: StudyError, output: Path, edition: Path) -> StudyError:
+    """``error`` with the failed notebook kept outside the edition (under the system's temporary
+    folder, which the study's temporary folder is not) and the message naming that copy."""
+    if output.is_file():
+        kept = Path(tempfile.mkdtemp(prefix=f"maskad-study-failed-{output.stem}-")) / output.name
+        shutil.copy2(output, kept)
+        where = f"the failed copy of the notebook: {kept}"
+    else:
+        where = "no executed copy of the notebook was written"
+    message = str(error).replace(f"(partially executed copy: {output})", "").rstrip()
+    return StudyError(f"{message}\n{where}\n(the edition in {edition} was left as it was)",
+                      notebook=error.notebook, cell_index=error.cell_index)
 
 
 # --------------------------------------------------------------------------- command line
@@ -333,7 +331,8 @@ def register_study(subparsers) -> None:
     parser.add_argument("--profile", default="cpu", choices=profile_names(),
                         help="parameter profile (default: cpu)")
     parser.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one profile parameter (value parsed as YAML), repeatable")
+                        help="override one profile parameter, repeatable; values as in maskad "
+                             "train: none/null for empty, a,b or [a, b] for lists")
     parser.add_argument("--no-build", action="store_true", help="execute the notebooks only")
     parser.add_argument("--notebooks", default=None,
                         help="comma-separated notebook names to execute (default: all seven)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 from maskad_core.config import UNHASHED_FIELDS, TrainConfig, field_defaults
 from maskad_core.losses import DEFAULT_L1_WEIGHT, DEFAULT_LPIPS_WEIGHT, DEFAULT_SSIM_WEIGHT
+from maskad_core.overrides import coerce_like, parse_assignments, parse_value
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -89,6 +91,81 @@ def test_unknown_key_names_the_key_and_close_matches():
 def test_bad_values_are_named(override, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig().with_overrides([override])
+
+
+@pytest.mark.parametrize("text, value", [
+    ("none", None), ("NULL", None), ("~", None), (" None ", None),
+    ("true", True), ("False", False),
+    ("3", 3), ("-2", -2), ("0.5", 0.5), ("1e-3", 1e-3), ("-1.5E2", -150.0), ("inf", float("inf")),
+    ("a,b", ["a", "b"]), ("[a, b]", ["a", "b"]), ("0.5,0.75", [0.5, 0.75]), ("[0.5, 0.75]", [0.5, 0.75]),
+    ("[1, none, x]", [1, None, "x"]), ("[]", []), ("[[1, 2], [3]]", [[1, 2], [3]]), ("a,", ["a"]),
+    ("'none'", "none"), ("'a,b'", "a,b"), ("'a', \"b,c\"", ["a", "b,c"]),
+    ("bottle", "bottle"), ("cuda:0", "cuda:0"), ("../data/mvtec_ad", "../data/mvtec_ad"),
+    ("it's", "it's"), ("", ""), ("  ", ""),
+])
+def test_one_grammar_reads_every_value(text, value):
+    parsed = parse_value(text)
+    assert parsed == value and type(parsed) is type(value), (text, parsed)
+    assert parse_assignments([f"key={text}"]) == {"key": value}
+
+
+def test_nan_parses_as_a_float_so_validation_can_refuse_it_by_name():
+    assert math.isnan(parse_value("nan"))
+    with pytest.raises(ValueError, match="lr must be a finite number"):
+        TrainConfig().with_overrides(["lr=nan"]).validate()
+
+
+def test_assignments_name_a_bad_item_and_a_mapping_passes_through():
+    for item in ("epochs", "=3", " =3"):
+        with pytest.raises(ValueError, match=f"{item!r} is not of the form key=value"):
+            parse_assignments([item])
+    assert parse_assignments({"data_root": "none", "epochs": 3}) == {"data_root": "none", "epochs": 3}
+    assert parse_assignments(["a=1", "a=x=y"]) == {"a": "x=y"}  # the last one counts; "=" in values
+    assert parse_assignments(None) == {} and parse_assignments([]) == {}
+
+
+def test_overrides_read_none_words_lists_and_text_fields_by_the_grammar():
+    config = TrainConfig(data_root="/data").with_overrides([
+        "data_root=null", "categories=[screw, bottle]", "max_train_images_per_category=~",
+        "map_standardization=none", "augment=none", "device=cuda:0"])
+    assert config.data_root is None and config.categories == ["bottle", "screw"]
+    assert config.max_train_images_per_category is None
+    assert config.map_standardization == "none"  # a text setting that cannot be None: the word
+    assert config.augment == []  # a list setting that cannot be None: no augmentation
+    assert config.device == "cuda:0"
+    assert TrainConfig().with_overrides(["data_root=/data/a,b"]).data_root == "/data/a,b"  # verbatim
+    assert TrainConfig().with_overrides(["data_root='none'"]).data_root == "none"  # quoted: the text
+    assert TrainConfig().with_overrides(["categories=01,'02'"]).categories == ["01", "02"]
+    assert TrainConfig().with_overrides(["categories=bottle"]).categories == ["bottle"]
+    assert TrainConfig().with_overrides({"mlp_ratio": 2}).mlp_ratio == 2.0
+    assert TrainConfig().with_overrides(["epochs=1e1"]).epochs == 10
+
+
+def test_a_config_file_is_read_with_the_same_grammar(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("data_root: none\nlr: 1e-3\ncategories: screw,bottle\n"
+                    "map_standardization: none\nmax_test_images_per_category: NULL\n")
+    from_file = TrainConfig.from_yaml(path)
+    from_line = TrainConfig().with_overrides([
+        "data_root=none", "lr=1e-3", "categories=screw,bottle", "map_standardization=none",
+        "max_test_images_per_category=NULL"])
+    assert from_file == from_line and from_file.hash() == from_line.hash()
+    assert from_file.lr == 1e-3 and from_file.data_root is None  # YAML leaves 1e-3 and none as text
+
+
+def test_coerce_like_takes_the_type_of_a_reference_value():
+    assert coerce_like("trials", "1e3", 20000) == 1000 and coerce_like("bins", 3, 10) == 3
+    assert coerce_like("ratio", "1", 0.5) == 1.0 and type(coerce_like("ratio", "1", 0.5)) is float
+    assert coerce_like("depths", "E2D2", ["E2D4"]) == ["E2D2"]
+    assert coerce_like("ratios", "[0.5, 1]", [0.75]) == [0.5, 1.0]
+    assert coerce_like("name", "2024", "x") == "2024" and coerce_like("flag", "true", False) is True
+    assert coerce_like("anything", "none", None) is None
+    for value, reference, expected in [("abc", 3, "an integer"), ("2.5", 3, "an integer"),
+                                       ("none", 3, "an integer"), ("nan", 0.5, "a finite number"),
+                                       ("a,b", [0.5], "a list of numbers"), ("1", True, "true or false"),
+                                       ("a,b", "x", "a text")]:
+        with pytest.raises(ValueError, match=f"bad value .*{value}.* for key: expected {expected}"):
+            coerce_like("key", value, reference)
 
 
 def test_invalid_mask_ratio_lists_valid_ratios():

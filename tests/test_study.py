@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import shutil
+import tempfile
+from pathlib import Path
 
 import jupytext
 import pytest
@@ -11,7 +13,7 @@ import torch
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from maskad_core import paper, profiles, study
-from maskad_core.config import FIELD_NAMES
+from maskad_core.config import FIELD_NAMES, TrainConfig
 from maskad_core.losses import ReconstructionLoss
 from maskad_core.masking import make_masks
 from maskad_core.model import build_model
@@ -153,12 +155,35 @@ def _write_tiny_notebook(path, source: str) -> None:
     jupytext.write(notebook, path, fmt="md:myst")
 
 
-def test_a_failing_notebook_stops_the_study_naming_notebook_cell_and_error(tmp_path):
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (relative name -> bytes): equal snapshots, byte-identical folders."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def _old_edition(root: Path) -> Path:
+    """A committed edition as the study finds it: old notebooks, EDITION.json and a file of its own."""
+    executed = root / "book" / "executed"
+    executed.mkdir(parents=True)
+    for name in ("02_complementary_masking", "03_training"):
+        (executed / f"{name}.ipynb").write_text(f'{{"old": "{name}"}}\n')
+    (executed / "EDITION.json").write_text('{"profile": "smoke", "old": true}\n')
+    (executed / "README.txt").write_text("not a notebook\n")
+    return executed
+
+
+def test_a_failing_notebook_stops_the_study_and_leaves_the_edition_as_it_was(tmp_path, monkeypatch):
+    """Changed with the all-or-nothing study: the notebooks executed before the failing one no
+    longer land in the edition; the failed copy is kept outside it and the message names it."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "system_tmp"))
+    (tmp_path / "system_tmp").mkdir()
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
     _write_tiny_notebook(notebooks / "02_complementary_masking.md", "print('fine', profile)")
     _write_tiny_notebook(notebooks / "03_training.md", "ratio = 1 / 0")
     _write_tiny_notebook(notebooks / "04_table1.md", "print('never run')")
+    executed = _old_edition(tmp_path)
+    before = snapshot(executed)
     with pytest.raises(study.StudyError) as caught:
         study.run_study("smoke", root=tmp_path, build_book=False, log=lambda m: None,
                         notebooks=["02_complementary_masking", "03_training", "04_table1"])
@@ -166,9 +191,162 @@ def test_a_failing_notebook_stops_the_study_naming_notebook_cell_and_error(tmp_p
     assert "notebook 03_training failed in cell" in message
     assert "ZeroDivisionError" in message and "ratio = 1 / 0" in message
     assert caught.value.notebook == "03_training"
-    executed = tmp_path / "book" / "executed"
-    assert (executed / "02_complementary_masking.ipynb").is_file()  # earlier results stay
-    assert not (executed / "04_table1.ipynb").exists()  # later ones were not run
+    assert snapshot(executed) == before  # 02 succeeded, yet the edition is byte-identical
+    assert sorted(p.name for p in (tmp_path / "book").iterdir()) == ["executed"]  # no temporary folder
+    kept = [p for p in (tmp_path / "system_tmp").rglob("03_training.ipynb")]
+    assert len(kept) == 1 and f"the failed copy of the notebook: {kept[0]}" in message
+    assert "ZeroDivisionError" in kept[0].read_text()  # the failed copy shows the error
+    assert not list((tmp_path / "system_tmp").rglob("04_table1.ipynb"))  # later ones were not run
+
+
+def _stage_sources(root: Path) -> None:
+    """The seven notebook sources (no book), for studies whose execution is patched."""
+    (root / "notebooks").mkdir(parents=True)
+    for name in study.NOTEBOOKS:
+        shutil.copy(study.notebook_source(name), study.notebook_source(name, root))
+
+
+def _fake_execution(fail_at: str | None = None, error: type[BaseException] = study.StudyError):
+    """An execute_notebook that writes a small notebook for each call and fails at ``fail_at``
+    (after writing a partial copy, as papermill does)."""
+    calls = []
+
+    def execute(source, output, params, **options):
+        calls.append(source.stem)
+        output.write_text(f'{{"new": "{source.stem}", "epochs": {params["epochs"]}}}\n')
+        if source.stem == fail_at:
+            if error is study.StudyError:
+                raise study.StudyError(f"notebook {fail_at} failed in cell 3 (In [2]): Boom: no\n"
+                                       f"(partially executed copy: {output})", notebook=fail_at,
+                                       cell_index=3)
+            raise error()
+        return output
+
+    return execute, calls
+
+
+@pytest.mark.parametrize("error", [study.StudyError, KeyboardInterrupt])
+def test_a_failure_or_an_interrupt_mid_study_leaves_the_edition_byte_identical(tmp_path, monkeypatch,
+                                                                               error):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "system_tmp"))
+    (tmp_path / "system_tmp").mkdir()
+    root = tmp_path / "root"
+    _stage_sources(root)
+    executed = _old_edition(root)
+    before = snapshot(executed)
+    execute, calls = _fake_execution(fail_at=study.EXECUTION_ORDER[1], error=error)
+    monkeypatch.setattr(study, "execute_notebook", execute)
+    with pytest.raises(error) as caught:
+        study.run_study("smoke", root=root, build_book=False, log=lambda m: None)
+    assert calls == list(study.EXECUTION_ORDER[:2])  # the first succeeded, the second failed
+    assert snapshot(executed) == before
+    assert sorted(p.name for p in (root / "book").iterdir()) == ["executed"]
+    if error is study.StudyError:
+        kept = next((tmp_path / "system_tmp").rglob(f"{study.EXECUTION_ORDER[1]}.ipynb"))
+        assert f"the failed copy of the notebook: {kept}" in str(caught.value)
+        assert str(executed) in str(caught.value) and "left as it was" in str(caught.value)
+
+
+def test_a_study_replaces_the_edition_files_only_after_every_notebook_succeeded(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    _stage_sources(root)
+    executed = _old_edition(root)
+    execute, calls = _fake_execution()
+    monkeypatch.setattr(study, "execute_notebook", execute)
+    subset = ["03_training"]  # a subset replaces just its files: no EDITION.json
+    result = study.run_study("smoke", root=root, build_book=False, log=lambda m: None,
+                             notebooks=subset, overrides=["epochs=3"])
+    assert result.executed == [executed / "03_training.ipynb"]
+    assert '"new": "03_training", "epochs": 3' in (executed / "03_training.ipynb").read_text()
+    assert '"old"' in (executed / "02_complementary_masking.ipynb").read_text()
+    assert '"old": true' in (executed / "EDITION.json").read_text()
+    result = study.run_study("smoke", root=root, build_book=False, log=lambda m: None)
+    assert [p.stem for p in result.executed] == list(study.EXECUTION_ORDER)
+    assert all('"new"' in (executed / f"{name}.ipynb").read_text() for name in study.NOTEBOOKS)
+    assert '"profile": "smoke"' in (executed / "EDITION.json").read_text()
+    assert (executed / "README.txt").read_text() == "not a notebook\n"  # the edition's own files stay
+    assert sorted(p.name for p in (root / "book").iterdir()) == ["executed"]
+
+
+def _no_kernel(*args, **kwargs):
+    raise AssertionError("a kernel was started although the parameters were invalid")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("epochs=abc", "bad value 'abc' for epochs: expected an integer"),
+    ("simulation_trials=abc", "bad value 'abc' for simulation_trials: expected an integer"),
+    ("ablation_ratios=a,b", "bad value 'a,b' for ablation_ratios: expected a list of numbers"),
+    ("data_root=", "data_root=null for the generated"),
+    ("histogram_bins=", r"write histogram_bins=VALUE \(the profile's value: histogram_bins=10\)"),
+    ("image_size=30", "image_size 30 is not a multiple of patch_size 8"),
+    ("lr=nan", "lr must be a finite number"),
+])
+def test_bad_parameters_are_refused_before_any_kernel_and_the_edition_stays(tmp_path, monkeypatch,
+                                                                           override, message):
+    root = tmp_path / "root"
+    _stage_sources(root)
+    executed = _old_edition(root)
+    before = snapshot(executed)
+    monkeypatch.setattr(study, "execute_notebook", _no_kernel)
+    with pytest.raises(ValueError, match=message):
+        study.run_study("smoke", root=root, build_book=False, log=lambda m: None,
+                        overrides=[override])
+    assert snapshot(executed) == before
+    assert sorted(p.name for p in (root / "book").iterdir()) == ["executed"]
+
+
+def test_a_data_root_that_is_not_a_folder_is_refused_naming_the_resolved_path(tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "execute_notebook", _no_kernel)
+    missing = tmp_path / "no_such_data"
+    with pytest.raises(ValueError, match=f"{missing} does not exist"):
+        study.run_study("smoke", root=tmp_path, build_book=False, overrides=[f"data_root={missing}"])
+    with pytest.raises(ValueError, match="does not exist"):
+        profiles.study_parameters("mvtec", ["data_root=../no_such_folder_here"])
+
+
+def test_maskad_study_with_a_bad_value_fails_before_a_kernel_starts(tmp_path, monkeypatch, capsys):
+    from maskad_core.cli import main
+
+    root = tmp_path / "root"
+    _stage_sources(root)
+    executed = _old_edition(root)
+    before = snapshot(executed)
+    monkeypatch.setattr(study, "execute_notebook", _no_kernel)
+    assert main(["study", "--profile", "smoke", "-p", "epochs=abc", "--no-build",
+                 "--root", str(root)]) == 2
+    assert "bad value 'abc' for epochs: expected an integer" in capsys.readouterr().err
+    assert snapshot(executed) == before
+
+
+@pytest.mark.parametrize("word", ["none", "null", "~", "None", "NULL"])
+def test_data_root_none_means_the_generated_set_in_study_and_train_alike(word):
+    assert profiles.load_profile("mvtec", [f"data_root={word}"])["data_root"] is None
+    assert profiles.study_parameters("mvtec", [f"data_root={word}"])["data_root"] is None
+    assert TrainConfig().with_overrides([f"data_root={word}"]).data_root is None
+    assert profiles.parse_overrides([f"data_root={word}"]) == {"data_root": None}
+
+
+def test_a_list_parameter_reads_alike_with_commas_or_brackets():
+    commas = profiles.load_profile("smoke", ["ablation_ratios=0.5,0.75"])["ablation_ratios"]
+    brackets = profiles.load_profile("smoke", ["ablation_ratios=[0.5, 0.75]"])["ablation_ratios"]
+    assert commas == brackets == [0.5, 0.75]
+    assert all(type(ratio) is float for ratio in commas + brackets)
+    assert profiles.load_profile("smoke", ["ablation_ratios=1,0.5"])["ablation_ratios"] == [1.0, 0.5]
+    assert profiles.load_profile("smoke", ["ablation_depths=E2D2"])["ablation_depths"] == ["E2D2"]
+    assert profiles.load_profile("smoke", {"ablation_depths": ["E2D4"]})["ablation_depths"] == ["E2D4"]
+
+
+@pytest.mark.parametrize("item", [
+    "data_root=none", "data_root=null", "categories=bottle", "categories=screw,bottle",
+    "categories=[screw, bottle]", "categories=01,'02'", "max_test_images_per_category=~",
+    "max_train_images_per_category=4", "lr=1e-3", "lr=1", "warmup_epochs=2", "epochs=1e1",
+    "map_standardization=none", "anomaly_map=l2", "smooth_sigma=0",
+])
+def test_the_same_text_gives_the_same_value_to_train_and_to_the_study(item):
+    key = item.partition("=")[0]
+    trained = getattr(TrainConfig().with_overrides([item]), key)
+    studied = profiles.load_profile("smoke", [item])[key]
+    assert studied == trained and type(studied) is type(trained), (studied, trained)
 
 
 def test_a_teachers_edit_of_a_notebook_source_is_what_the_study_executes(smoke_study, tmp_path,
@@ -238,3 +416,5 @@ def test_maskad_study_command_help_and_errors(capsys):
     assert "needs data_root" in capsys.readouterr().err
     assert main(["study", "--profile", "smoke", "-p", "epoch=3", "--no-build"]) == 2
     assert "unknown study parameter 'epoch'" in capsys.readouterr().err
+    assert main(["study", "--profile", "smoke", "-p", "data_root=", "--no-build"]) == 2
+    assert "data_root=null" in capsys.readouterr().err
