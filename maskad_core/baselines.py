@@ -26,10 +26,12 @@ __all__ = ["METHODS", "HEADLINE_METRIC", "DEFAULT_SMOOTH_SIGMA", "evaluate_basel
 
 
 def load_split(root: str | Path, category: str, split: str, image_size: int,
-               limit: int | None = None) -> tuple[Tensor, Tensor, list]:
+               limit: int | None = None, **image_options) -> tuple[Tensor, Tensor, list]:
     """(images (N, 3, S, S) in [0, 1], masks (N, S, S) bool, data.Sample records) of one category's
-    split, at most ``limit`` images chosen as the MAE's training and evaluation choose them."""
-    dataset = MVTecAD(root, categories=[category], split=split, image_size=image_size)
+    split, at most ``limit`` images chosen as the MAE's training and evaluation choose them;
+    ``image_options``: ``non_square`` and ``image_standardization``, as ``data.MVTecAD`` takes them."""
+    dataset = MVTecAD(root, categories=[category], split=split, image_size=image_size,
+                      **image_options)
     indices = range(len(dataset)) if limit is None else limit_per_category(dataset, limit)
     items = [dataset[i] for i in indices]
     images = torch.stack([item["image"] for item in items])
@@ -47,11 +49,13 @@ def evaluate_baseline(method: str, data_root: str | Path | None = None, categori
                       image_size: int = 128, max_train_images_per_category: int | None = None,
                       max_test_images_per_category: int | None = None, *,
                       smooth_sigma: float = DEFAULT_SMOOTH_SIGMA, topk_fraction: float = 0.01,
+                      non_square: str = "squash", image_standardization: str = "none",
                       **detector_settings) -> tuple[dict, pd.DataFrame]:
     """Fit ``method`` per category on the normal training images and score the test split.
 
-    ``data_root`` None is the embedded synthetic set, as for ``maskad train``;
-    ``detector_settings`` go to ``detectors.make_detector``. Returns what
+    ``data_root`` None is the embedded synthetic set, as for ``maskad train``; ``non_square`` and
+    ``image_standardization`` read the images as the model's configuration of those names does
+    (the latter is the study's control); ``detector_settings`` go to ``detectors.make_detector``. Returns what
     ``evaluate.evaluate_model`` returns: (evaluation dict with per_category, mean, image_auroc (the
     headline, ``HEADLINE_METRIC``), evaluation, test_counts; the scores frame of
     ``results.score_split``, one row per test image). Each category's row also holds n_train,
@@ -66,12 +70,14 @@ def evaluate_baseline(method: str, data_root: str | Path | None = None, categori
         raise ValueError(f"topk_fraction must be in (0, 1], got {topk_fraction!r}")
     synthetic = data_root is None
     root = Path(default_data_root() if synthetic else data_root).expanduser()
-    categories = MVTecAD(root, categories=categories, split="test", image_size=image_size).categories
+    images = {"non_square": non_square, "image_standardization": image_standardization}
+    categories = MVTecAD(root, categories=categories, split="test", image_size=image_size,
+                         **images).categories
     parts, timings = [], {}
     for category in categories:
         maps, masks, samples, timings[category] = _category_maps(
             method, detector_settings, root, category, image_size, smooth_sigma,
-            (max_train_images_per_category, max_test_images_per_category))
+            (max_train_images_per_category, max_test_images_per_category), images)
         parts.append((maps, masks, samples))
     scored = score_split([s for _, _, samples in parts for s in samples],
                          torch.cat([maps for maps, _, _ in parts]),
@@ -89,7 +95,7 @@ def evaluate_baseline(method: str, data_root: str | Path | None = None, categori
                        "max_train_images_per_category": max_train_images_per_category,
                        "max_test_images_per_category": max_test_images_per_category,
                        "smooth_sigma": smooth_sigma, "topk_fraction": topk_fraction,
-                       "headline": HEADLINE_METRIC, **detector_settings,
+                       "headline": HEADLINE_METRIC, **images, **detector_settings,
                        "device": "cpu", **totals, "wall_time_s": sum(totals.values()),
                        "images_per_s": len(scored.frame) / max(totals["score_s"], 1e-9)},
         "test_counts": scored.test_counts,
@@ -98,12 +104,12 @@ def evaluate_baseline(method: str, data_root: str | Path | None = None, categori
 
 
 def _category_maps(method: str, settings: dict, root: Path, category: str, image_size: int,
-                   smooth_sigma: float, limits: tuple[int | None, int | None]):
+                   smooth_sigma: float, limits: tuple[int | None, int | None], images: dict):
     """(maps, masks, samples, timings) of one category's test split under a detector fitted on its
     normal training images."""
     started = time.perf_counter()
-    train_images, _, _ = load_split(root, category, "train", image_size, limits[0])
-    test_images, masks, samples = load_split(root, category, "test", image_size, limits[1])
+    train_images, _, _ = load_split(root, category, "train", image_size, limits[0], **images)
+    test_images, masks, samples = load_split(root, category, "test", image_size, limits[1], **images)
     load_s = time.perf_counter() - started
     started = time.perf_counter()
     detector = make_detector(method, **settings).fit(train_images)

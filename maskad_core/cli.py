@@ -172,7 +172,7 @@ def register_data(subparsers) -> None:
     synth.add_argument("--image-size", type=int, default=synthetic.DEFAULT_IMAGE_SIZE,
                        help="image side in pixels")
     synth.add_argument("--overwrite", action="store_true",
-                       help="replace whatever DIR holds (otherwise a different existing set is an error)")
+                       help="replace a previously generated set in DIR (other files are never deleted)")
     synth.set_defaults(func=cmd_data_synth)
 
 

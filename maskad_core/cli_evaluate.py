@@ -128,7 +128,8 @@ def baseline_defaults() -> dict:
     defaults = field_defaults()
     return {"image_size": defaults["image_size"], "max_train_images_per_category": None,
             "max_test_images_per_category": None, "smooth_sigma": DEFAULT_SMOOTH_SIGMA,
-            "topk_fraction": defaults["topk_fraction"]}
+            "topk_fraction": defaults["topk_fraction"], "non_square": defaults["non_square"],
+            "image_standardization": defaults["image_standardization"]}
 
 
 def _detector_settings_help() -> str:
@@ -199,7 +200,9 @@ def cmd_baseline(args) -> int:
     evaluation, _ = evaluate_baseline(
         args.method, data, categories, settings["image_size"],
         settings["max_train_images_per_category"], settings["max_test_images_per_category"],
-        smooth_sigma=settings["smooth_sigma"], topk_fraction=settings["topk_fraction"], **detector)
+        smooth_sigma=settings["smooth_sigma"], topk_fraction=settings["topk_fraction"],
+        non_square=settings["non_square"], image_standardization=settings["image_standardization"],
+        **detector)
     timing = evaluation["evaluation"]
     print(format_table(metrics_table(evaluation)))
     print(f"{args.method} (training-free), {settings['image_size']} px, smoothing sigma "

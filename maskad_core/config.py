@@ -30,6 +30,7 @@ import yaml
 
 from maskad_core import masking
 from maskad_core.data import AUGMENTATIONS, NON_SQUARE_RULES
+from maskad_core.image_norm import IMAGE_STANDARDIZATIONS
 from maskad_core.losses import (
     DEFAULT_L1_WEIGHT,
     DEFAULT_LPIPS_WEIGHT,
@@ -38,7 +39,7 @@ from maskad_core.losses import (
 )
 from maskad_core.model import INPUT_NORMS
 from maskad_core.overrides import parse_value, split_assignments, split_list, unquote
-from maskad_core.scoring import ANOMALY_MAP_KINDS, REDUCTIONS
+from maskad_core.scoring import ANOMALY_MAP_KINDS, MAP_STANDARDIZATIONS, REDUCTIONS
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -50,7 +51,6 @@ SCORING_FIELDS = ("anomaly_map", "map_standardization", "smooth_sigma", "score_r
                   "topk_fraction", "test_masking", "test_partitions", "eval_seed",
                   "max_test_images_per_category")
 _INFINITY = float("inf")  # validate refuses every non-finite float setting (nan, inf, -inf)
-MAP_STANDARDIZATIONS = ("none", "per_pixel")
 
 
 @dataclass
@@ -62,6 +62,9 @@ class TrainConfig:
     categories: list[str] | None = None  # None: every category found under data_root
     image_size: int = 128
     non_square: str = "squash"  # images not square: "squash" to the square, or "pad" (geometry.py)
+    # the control for global brightness and contrast: "per_image" standardises every image the
+    # model sees (image_norm.py); "none" leaves images as they are
+    image_standardization: str = "none"
     augment: list[str] = field(default_factory=lambda: list(AUGMENTATIONS))
     max_train_images_per_category: int | None = None  # None: all; a small number for quick runs
     max_test_images_per_category: int | None = None
@@ -171,6 +174,7 @@ class TrainConfig:
         _choice("anomaly_map", self.anomaly_map, ANOMALY_MAP_KINDS)
         _choice("map_standardization", self.map_standardization, MAP_STANDARDIZATIONS)
         _choice("non_square", self.non_square, NON_SQUARE_RULES)
+        _choice("image_standardization", self.image_standardization, IMAGE_STANDARDIZATIONS)
         _choice("score_reduction", self.score_reduction, REDUCTIONS)
         for name in self.augment:
             _choice("augment", name, AUGMENTATIONS)

@@ -17,9 +17,7 @@ their own names. ../shared/data holds the category ``kolektor_sdd`` and the coll
     data_root: ../shared/data
     categories: [bottle, kolektor_sdd, screw]      # or None: every category found
 
-Only one level of collections is read, and two categories of one name under one root are an error
-(point the root at one collection instead). A root that holds categories directly (MVTec AD's
-download, the synthetic set) reads exactly as before.
+One level of collections is read; two categories of one name under one root are an error.
 
 Images that are not square (KolektorSDD's are 256 px wide and about 640 px high) are fitted to the
 square by the ``non_square`` rule of :mod:`maskad_core.geometry` ("squash", the default, or "pad");
@@ -39,6 +37,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from maskad_core.geometry import NON_SQUARE_RULES, resize_image, resize_mask
+from maskad_core.image_norm import apply_standardization, check_standardization
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 AUGMENTATIONS = ("crop", "rotate", "flip")
@@ -161,12 +160,15 @@ def _check_non_square(rule: str) -> str:
     return rule
 
 
-def read_image(path: str | Path, image_size: int, non_square: str = "squash") -> torch.Tensor:
+def read_image(path: str | Path, image_size: int, non_square: str = "squash",
+               image_standardization: str = "none") -> torch.Tensor:
     """One image file as MVTecAD reads it: RGB, antialiased resize under the ``non_square`` rule
-    (geometry.NON_SQUARE_RULES), float (3, H, W) in [0, 1]. Unreadable files raise DataError
-    naming the file."""
+    (geometry.NON_SQUARE_RULES), float (3, H, W) in [0, 1], under ``image_standardization``
+    (image_norm.IMAGE_STANDARDIZATIONS). Unreadable files raise DataError naming the file."""
     rule = _check_non_square(non_square)
-    return resize_image(_open(Path(path)), int(image_size), rule).float().div_(255.0)
+    check_standardization(image_standardization)
+    image = resize_image(_open(Path(path)), int(image_size), rule).float().div_(255.0)
+    return apply_standardization(image, image_standardization)
 
 
 class MVTecAD(Dataset):
@@ -180,6 +182,8 @@ class MVTecAD(Dataset):
     image_size: side of the square images returned.
     non_square: how an image that is not square becomes one, "squash" or "pad"
         (geometry.NON_SQUARE_RULES); masks follow their images. Square images: no difference.
+    image_standardization: "per_image" standardises each returned image (image_norm, the
+        study's control for global brightness and contrast), after any augmentation.
     augment: False, True (crop, rotate, flip) or a subset of ("crop", "rotate", "flip").
         Applies to the train split only; ignored for "test" (``self.augmentations`` is then empty).
         Random numbers come from torch's global generator, so seeded DataLoader workers reproduce.
@@ -192,9 +196,11 @@ class MVTecAD(Dataset):
     def __init__(self, root: str | Path, categories=None, split: str = "train", image_size: int = 224,
                  augment=False, skip_corrupt: bool = False, cache: bool = False,
                  crop_scale: tuple[float, float] = (0.85, 1.0), rotate_degrees: float = 10.0,
-                 flip_probability: float = 0.5, non_square: str = "squash"):
+                 flip_probability: float = 0.5, non_square: str = "squash",
+                 image_standardization: str = "none"):
         self.root = _check_root(root)
         self.non_square = _check_non_square(non_square)
+        self.image_standardization = check_standardization(image_standardization)
         if split not in SPLITS:
             raise DataError(f"split must be one of {SPLITS}; got {split!r}")
         if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) \
@@ -336,6 +342,7 @@ class MVTecAD(Dataset):
         mask = mask_u8.float()
         if self.augmentations:
             image, mask = self._augment(image, mask)
+        image = apply_standardization(image, self.image_standardization)  # the control, last
         return {"image": image, "label": sample.label, "mask": mask, "has_mask": sample.has_mask,
                 "category": sample.category, "defect_type": sample.defect_type,
                 "path": str(sample.path)}

@@ -23,6 +23,7 @@ from maskad_core.evaluate import reconstruct_and_map
 from maskad_core.run_record import require_finished, run_statistics
 from maskad_core.runs import Run, load_run, write_csv
 from maskad_core.runtime import select_device
+from maskad_core.splits import image_options
 
 SCORES_CSV = "scores.csv"
 SKIPPED_CSV = "skipped.csv"
@@ -119,7 +120,7 @@ def score_images(run, inputs, out: str | Path, *, category: str | None = None, d
     model = run.load_model(device)
     statistics, _ = run_statistics(run, config, model, device, final_weights=not note)
     category = _categories_check(statistics, category)
-    readable, skipped = _read_all(paths, config.image_size, **_read_options(config))
+    readable, skipped = _read_all(paths, config.image_size, **image_options(config))
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         rows = _score_batches(model, config, readable, statistics, category, device,
@@ -133,11 +134,6 @@ def score_images(run, inputs, out: str | Path, *, category: str | None = None, d
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ScoredImages(frame, skipped, note)
-
-
-def _read_options(config) -> dict:
-    rule = getattr(config, "non_square", None)
-    return {"non_square": rule} if rule is not None else {}
 
 
 @torch.no_grad()

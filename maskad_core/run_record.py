@@ -54,9 +54,9 @@ def load_statistics(path: Path, config: TrainConfig) -> scoring.MapStatistics | 
         return None
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001  any unreadable file: refit rather than fail
-        raise ValueError(f"{file} is unreadable ({type(error).__name__}); delete it and pass "
-                         "--refit-statistics") from None
+    except Exception as error:  # noqa: BLE001  whatever torch raises for a damaged file
+        raise ValueError(f"{file} is unreadable ({type(error).__name__}): delete it (the next "
+                         "evaluation fits the statistics again) or pass --refit-statistics") from None
     if state.get("format") != STATISTICS_FORMAT or state.get("settings") != statistics_settings(config):
         return None
     return scoring.MapStatistics.from_state(state)

@@ -34,6 +34,12 @@ def data_root_of(config: TrainConfig) -> Path:
     return Path(default_data_root())
 
 
+def image_options(config: TrainConfig) -> dict:
+    """How the config's images are read, beyond their size: the non-square rule and the control
+    (keyword arguments of ``data.MVTecAD`` and ``data.read_image``)."""
+    return {"non_square": config.non_square, "image_standardization": config.image_standardization}
+
+
 def open_dataset(config: TrainConfig, split: str, data_root: str | Path | None = None,
                  augment: bool = False) -> tuple[Dataset, MVTecAD]:
     """(dataset to iterate, the underlying MVTecAD) for a split, limited per category if configured."""
@@ -42,7 +48,7 @@ def open_dataset(config: TrainConfig, split: str, data_root: str | Path | None =
              else config.max_test_images_per_category)
     full = MVTecAD(root, categories=config.categories, split=split, image_size=config.image_size,
                    augment=list(config.augment) if augment else False,
-                   cache=split == "train" and limit is None)
+                   cache=split == "train" and limit is None, **image_options(config))
     if limit is None:
         return full, full
     return Subset(full, limit_per_category(full, limit)), full
@@ -56,7 +62,8 @@ def check_data(config: TrainConfig) -> Path:
     root = data_root_of(config)
     bad: list[str] = []
     for split in ("train", "test"):
-        dataset = MVTecAD(root, categories=config.categories, split=split, image_size=config.image_size)
+        dataset = MVTecAD(root, categories=config.categories, split=split,
+                          image_size=config.image_size, **image_options(config))
         for sample in dataset.samples:
             for path in (sample.path, sample.mask_path):
                 problem = _header_problem(path) if path is not None else None

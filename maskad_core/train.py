@@ -270,28 +270,29 @@ def train(config: TrainConfig, *, resume: bool = True, quiet: bool = False,
             check_data(config)  # both splits, before any training: one clear error
             if config.data_root is None:
                 distributed.barrier()
-        path = runs.run_path(config)
+        fingerprint = data_fingerprint(config)  # once: the run id and data.json must agree
+        path = runs.run_path(config, fingerprint)
         if (path / runs.DONE_FILE).is_file():
             return runs.Run(path)
-        twin = runs.find_trained_twin(config) if not distributed.active else None
+        twin = runs.find_trained_twin(config, fingerprint) if not distributed.active else None
         if twin is not None:
             return evaluate_twin(config, twin, path, quiet)
         run = TrainingRun(config, path, distributed, quiet)  # bad data fails here, before any file
         lock = runs.run_lock(path) if distributed.is_main else contextlib.nullcontext()
         with lock, deterministic(run.device):
-            _run(run, resume, callbacks)
+            _run(run, resume, callbacks, fingerprint)
         distributed.barrier()
     finally:
         distributed.close()
     return runs.Run(path)
 
 
-def _run(run: TrainingRun, resume: bool, callbacks: Callbacks) -> None:
+def _run(run: TrainingRun, resume: bool, callbacks: Callbacks, fingerprint: dict) -> None:
     """Resume or restart, train the remaining epochs, then evaluate and write the record."""
     path, config = run.path, run.config
     if run.dist.is_main:
         runs.atomic_write_text(path / runs.CONFIG_FILE, config.to_yaml())
-        runs.write_data_record(path, data_fingerprint(config))
+        runs.write_data_record(path, fingerprint)
     checkpoint = path / runs.CHECKPOINT_FILE
     run.dist.barrier()  # every rank sees the same checkpoint state
     if checkpoint.is_file() and resume:
