@@ -10,10 +10,10 @@ import pytest
 import torch
 from train_fixtures import tiny_config
 
-from maskad_core import baselines
 from maskad_core.baselines import evaluate_baseline, load_split
 from maskad_core.cli import main
 from maskad_core.data import DataError
+from maskad_core.detectors import FLOOR_METHODS as METHODS  # probes: tests/test_detectors.py
 from maskad_core.detectors import (
     STD_FLOOR,
     PixelGaussian,
@@ -23,8 +23,6 @@ from maskad_core.detectors import (
 )
 from maskad_core.results import METRIC_NAMES, format_table, metrics_table
 from maskad_core.splits import dataset_samples, open_dataset
-
-METHODS = baselines.METHODS
 
 
 def normal_images(count: int, size: int = 32, seed: int = 0) -> torch.Tensor:

@@ -14,7 +14,9 @@ from maskad_core import scoring
 from maskad_core.detectors import (
     DEFAULT_SMOOTH_SIGMA,
     DETECTORS,
+    FLOOR_METHODS,
     METHODS,
+    PROBE_METHODS,
     PixelGaussian,
     detector_class,
     detector_settings,
@@ -48,7 +50,8 @@ def max_scores(detector, images: torch.Tensor, sigma: float = 0.0) -> torch.Tens
 def test_every_detector_is_registered_once_under_its_name():
     assert METHODS == tuple(DETECTORS) and len(set(METHODS)) == len(METHODS)
     assert METHODS[:2] == ("gaussian", "nn")  # the original floor keeps its place (and CLI default)
-    assert {"patch_nn", "brightness", "contrast"} <= set(METHODS)
+    assert FLOOR_METHODS == ("gaussian", "nn", "patch_nn")
+    assert PROBE_METHODS == ("brightness", "contrast")
     for name, cls in DETECTORS.items():
         assert cls.name == name and detector_class(name) is cls
         detector = make_detector(name)

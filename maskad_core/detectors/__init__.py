@@ -44,14 +44,18 @@ DETECTORS: dict[str, type[Detector]] = {
     "contrast": Contrast,
 }
 METHODS = tuple(DETECTORS)
+# floors localise (a map that varies over the image); probes give one number per image (constant map)
+FLOOR_METHODS = tuple(name for name, cls in DETECTORS.items() if not cls.constant_map)
+PROBE_METHODS = tuple(name for name, cls in DETECTORS.items() if cls.constant_map)
 HEADLINE_METRIC = "image_auroc_max"
 DEFAULT_SMOOTH_SIGMA = 2.0
 
 __all__ = [
     "DEFAULT_MAX_BANK", "DEFAULT_MAX_CHUNK_BYTES", "DEFAULT_SMOOTH_SIGMA", "DETECTORS",
-    "HEADLINE_METRIC", "METHODS", "STAT_STD_FLOOR", "STD_FLOOR", "Brightness", "Contrast",
-    "Detector", "PatchNearestNeighbour", "PixelGaussian", "PixelNearestNeighbour", "Setting",
-    "chunk_sizes", "detector_class", "detector_settings", "make_detector",
+    "FLOOR_METHODS", "HEADLINE_METRIC", "METHODS", "PROBE_METHODS", "STAT_STD_FLOOR", "STD_FLOOR",
+    "Brightness", "Contrast", "Detector", "PatchNearestNeighbour", "PixelGaussian",
+    "PixelNearestNeighbour", "Setting", "chunk_sizes", "detector_class", "detector_settings",
+    "make_detector",
 ]
 
 
