@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--generated-size", type=int, default=64, help="image side")
     parser.add_argument("--generated-train", type=int, default=40,
                         help="training images per category")
-    parser.add_argument("--methods", default=",".join(baselines.METHODS), help="comma-separated")
+    parser.add_argument("--methods", default=",".join(detectors.FLOOR_METHODS), help="comma-separated")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="output folder")
     parser.add_argument("--tag", default="floor", help="output file name without suffix")
     return parser

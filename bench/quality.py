@@ -76,7 +76,7 @@ def _floor(config) -> dict:
     from maskad_core import baselines
 
     out = {}
-    for method in baselines.METHODS:
+    for method in baselines.FLOOR_METHODS:
         evaluation, _ = baselines.evaluate_baseline(
             method, data_root=config.data_root, categories=config.categories,
             image_size=config.image_size,

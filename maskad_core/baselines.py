@@ -16,13 +16,20 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from maskad_core import synthetic
 from maskad_core.data import MVTecAD
-from maskad_core.detectors import DEFAULT_SMOOTH_SIGMA, HEADLINE_METRIC, METHODS, make_detector
+from maskad_core.detectors import (
+    DEFAULT_SMOOTH_SIGMA,
+    FLOOR_METHODS,
+    HEADLINE_METRIC,
+    METHODS,
+    PROBE_METHODS,
+    make_detector,
+)
 from maskad_core.results import score_split
 from maskad_core.splits import limit_per_category
-from maskad_core.synthetic import default_data_root
 
-__all__ = ["METHODS", "HEADLINE_METRIC", "DEFAULT_SMOOTH_SIGMA", "evaluate_baseline", "load_split"]
+__all__ = ["METHODS", "FLOOR_METHODS", "PROBE_METHODS", "HEADLINE_METRIC", "DEFAULT_SMOOTH_SIGMA", "evaluate_baseline", "load_split"]
 
 
 def load_split(root: str | Path, category: str, split: str, image_size: int,
@@ -68,8 +75,8 @@ def evaluate_baseline(method: str, data_root: str | Path | None = None, categori
         raise ValueError(f"smooth_sigma must be a finite number >= 0, got {smooth_sigma!r}")
     if not (0 < topk_fraction <= 1):
         raise ValueError(f"topk_fraction must be in (0, 1], got {topk_fraction!r}")
-    synthetic = data_root is None
-    root = Path(default_data_root() if synthetic else data_root).expanduser()
+    generated = data_root is None
+    root = Path(synthetic.default_data_root() if generated else data_root).expanduser()
     images = {"non_square": non_square, "image_standardization": image_standardization}
     categories = MVTecAD(root, categories=categories, split="test", image_size=image_size,
                          **images).categories
@@ -91,7 +98,7 @@ def evaluate_baseline(method: str, data_root: str | Path | None = None, categori
         "mean": scored.mean,
         "image_auroc": scored.mean[HEADLINE_METRIC],
         "evaluation": {"method": method, "training_free": True, "data_root": str(root),
-                       "synthetic": synthetic, "image_size": image_size,
+                       "synthetic": generated, "image_size": image_size,
                        "max_train_images_per_category": max_train_images_per_category,
                        "max_test_images_per_category": max_test_images_per_category,
                        "smooth_sigma": smooth_sigma, "topk_fraction": topk_fraction,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from maskad_core.cli_evaluate import register_baseline, register_evaluate, register_score
 from maskad_core.config import TrainConfig, field_defaults
-from maskad_core.paths import SOURCE_ROOT, ensure_home
+from maskad_core.paths import SOURCE_ROOT
 from maskad_core.study import register_study
 
 EXIT_USAGE = 2
@@ -107,7 +107,6 @@ def cmd_train(args) -> int:
     if args.nproc < 1:
         raise ValueError(f"--nproc must be >= 1, got {args.nproc}")
     config = config_from_args(args)
-    ensure_home()  # a MASKAD_HOME that is a file or read-only: one line, before any work
     if args.resume and args.restart:
         raise ValueError("--resume and --restart contradict each other")
     path = runs.run_path(config)

@@ -34,6 +34,7 @@ from maskad_core.distributed import Distributed
 from maskad_core.epoch import LOSS_COMPONENTS, EpochTally, SeededItems, batch_masks, train_one_epoch
 from maskad_core.losses import ReconstructionLoss
 from maskad_core.model import build_model
+from maskad_core.paths import ensure_home
 from maskad_core.run_record import evaluate_twin
 from maskad_core.runtime import (
     derive_seed,
@@ -270,6 +271,7 @@ def train(config: TrainConfig, *, resume: bool = True, quiet: bool = False,
             check_data(config)  # both splits, before any training: one clear error
             if config.data_root is None:
                 distributed.barrier()
+        ensure_home()  # a MASKAD_HOME that is a file or read-only: one line, before any work
         fingerprint = data_fingerprint(config)  # once: the run id and data.json must agree
         path = runs.run_path(config, fingerprint)
         if (path / runs.DONE_FILE).is_file():

@@ -138,16 +138,17 @@ def test_evaluate_baseline_has_evaluate_models_shape(method, data_root):
     assert set(evaluation) == {"per_category", "mean", "image_auroc", "evaluation", "test_counts"}
     assert list(evaluation["per_category"]) == ["stripes", "waves"]
     for row in evaluation["per_category"].values():
-        # every metric of evaluate_model but eq. 1, which needs a reconstruction
-        assert set(METRIC_NAMES) - {"image_auroc_eq1"} <= set(row) and row["n_train"] == 5
-        assert "image_auroc_eq1" not in row
+        # every metric of evaluate_model; eq. 1 needs a reconstruction: NaN, and the note says why
+        assert set(METRIC_NAMES) <= set(row) and row["n_train"] == 5
+        assert math.isnan(row["image_auroc_eq1"]) and "no reconstruction" in row["image_note"]
         assert row["fit_s"] >= 0 and row["score_s"] >= 0
     assert math.isnan(evaluation["per_category"]["waves"]["pixel_auroc"])  # no masks
     assert not math.isnan(evaluation["per_category"]["stripes"]["pixel_auroc"])
     assert evaluation["evaluation"]["headline"] == "image_auroc_max"
     assert evaluation["evaluation"]["smooth_sigma"] == 2.0
     assert list(scores.columns) == ["path", "category", "defect_type", "label",
-                                    "score_mean", "score_max", "score_topk"]
+                                    "score_mean", "score_max", "score_topk", "score_eq1"]
+    assert scores.score_eq1.isna().all()
     assert len(scores) == evaluation["mean"]["n_test"] == 12
     assert "mean" in format_table(metrics_table(evaluation))
 
@@ -155,8 +156,8 @@ def test_evaluate_baseline_has_evaluate_models_shape(method, data_root):
 @pytest.mark.parametrize("method", METHODS)
 def test_maskad_baseline_prints_the_evaluate_table(method, data_root, home, tmp_path, capsys):
     out = tmp_path / "out" / "floor.json"
-    assert main(["baseline", "--data", str(data_root), "--method", method, "--image-size", "32",
-                 "--max-train", "4", "--json", str(out)]) == 0
+    assert main(["baseline", "--data", str(data_root), "--method", method, "image_size=32",
+                 "max_train_images_per_category=4", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     lines = printed.splitlines()
     assert "image_auroc_max" in lines[0]
@@ -172,16 +173,19 @@ def test_maskad_baseline_without_data_uses_the_embedded_synthetic_set(data_root,
     import maskad_core.synthetic
 
     monkeypatch.setattr(maskad_core.synthetic, "default_data_root", lambda *a, **k: data_root)
-    assert main(["baseline", "--image-size", "32", "--categories", "waves"]) == 0
+    assert main(["baseline", "image_size=32", "--categories", "waves"]) == 0
     assert "\nwaves " in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--categories", "bottel"], "unknown category 'bottel'"),
     (["--method", "knn"], "invalid choice: 'knn'"),
-    (["--max-train", "0"], "--max-train must be >= 1"),
-    (["--smooth-sigma", "-1"], "smooth_sigma must be a finite number >= 0"),
-    (["--image-size", "0"], "image_size must be a positive integer"),
+    (["max_train_images_per_category=0"], "max_train_images_per_category must be a positive"),
+    (["smooth_sigma=-1"], "smooth_sigma must be a finite number >= 0"),
+    (["image_size=0"], "image_size must be a positive integer"),
+    (["smooth=2"], "unknown setting 'smooth' for maskad baseline --method gaussian"),
+    (["--method", "nn", "std_floor=0.1"], "unknown setting 'std_floor' for maskad baseline --method nn"),
+    (["image_size=abc"], "bad value 'abc' for image_size"),
 ])
 def test_maskad_baseline_bad_arguments_give_one_line(argv, message, data_root, home, capsys):
     assert main(["baseline", "--data", str(data_root), *argv]) == 2
@@ -198,7 +202,7 @@ def test_bench_floor_writes_its_tables(data_root, home, tmp_path):
                        "32", "--generated-train", "4", "--out", str(out)]) == 0
     report = json.loads((out / "floor.json").read_text())
     assert [(r["data"], r["method"]) for r in report["results"]] == [
-        ("MVTec AD", "gaussian"), ("MVTec AD", "nn"), ("generated", "gaussian"), ("generated", "nn")]
+        (data, method) for data in ("MVTec AD", "generated") for method in METHODS]
     text = (out / "floor.md").read_text()
     assert "python -m bench.floor --mvtec" in text and "| MVTec AD | nn | 32 | 8 | stripes |" in text
     assert "| generated | gaussian | 32 | 4 | mean of 2 |" in text and "load average" in text

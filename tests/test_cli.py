@@ -74,7 +74,7 @@ def test_train_evaluate_score_on_tiny_data(data_root, home, tmp_path, capsys):
     capsys.readouterr()
     # maps standardised per category: a run of two categories must be told which one
     assert main(["score", str(run_path), str(single), "--out", str(out)]) == 2
-    assert "name the images' category (one of stripes, waves)" in _error_line(capsys)
+    assert "name the images' category with --category (one of stripes, waves)" in _error_line(capsys)
     assert main(["score", str(run_path), str(single), "--out", str(out), "--category", "gears"]) == 2
     assert "category 'gears' is not one the run was trained on (stripes, waves)" in _error_line(capsys)
     assert not out.exists() or not any(out.iterdir())
