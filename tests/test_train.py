@@ -344,3 +344,15 @@ def test_training_settings_leave_out_only_the_scoring():
                                                    map_standardization="none").training_settings()
     assert base.training_settings() != TrainConfig(lr=5e-4).training_settings()
     assert base.hash() != TrainConfig(smooth_sigma=1.0).hash()  # each scoring has its own folder
+
+
+def test_a_broken_test_split_is_found_before_any_training(tmp_path, home):
+    from maskad_core.data import DataError
+
+    root = make_mvtec_tree(tmp_path / "data")
+    (root / "stripes" / "test" / "good" / "001.png").write_bytes(b"")  # a zero-byte test image
+    steps = []
+    with pytest.raises(DataError, match="001.png"):
+        train(tiny_config(root), quiet=True, callbacks=Callbacks(after_step=lambda e, s: steps.append(s)))
+    assert steps == []
+    assert not (home / "runs").exists() or not any((home / "runs").iterdir())  # no run folder
