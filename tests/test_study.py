@@ -126,7 +126,7 @@ def test_paper_profile_needs_a_data_root():
 
 
 def test_profile_and_override_errors_name_the_problem():
-    with pytest.raises(ValueError, match="available profiles: smoke, cpu, mvtec, paper"):
+    with pytest.raises(ValueError, match="available profiles: smoke, cpu, mvtec, real, paper"):
         profiles.load_profile("gpu")
     with pytest.raises(ValueError, match="unknown study parameter 'epoch'"):
         profiles.load_profile("smoke", ["epoch=3"])
