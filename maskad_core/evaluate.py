@@ -25,6 +25,10 @@ from maskad_core.results import score_split
 from maskad_core.runtime import autocast, derive_seed, select_device
 from maskad_core.splits import data_root_of, dataset_samples, open_dataset
 
+# The settings an evaluation record repeats beside its numbers.
+EVALUATION_SETTINGS = ("anomaly_map", "map_standardization", "smooth_sigma", "score_reduction",
+                       "topk_fraction", "eval_seed", "test_partitions", "masking", "mask_ratio")
+
 
 def image_masks(config: TrainConfig, num_patches: int, indices, stream: str = "eval") -> torch.Tensor:
     """(B, n * P, L) masks for the test images with these indices, each image's from its own seeded
@@ -139,11 +143,6 @@ def evaluate_model(model, config: TrainConfig, data_root: str | Path | None = No
         "test_counts": scored.test_counts,
     }
     return evaluation, scored.frame
-
-
-# The settings an evaluation record repeats beside its numbers.
-EVALUATION_SETTINGS = ("anomaly_map", "map_standardization", "smooth_sigma", "score_reduction",
-                       "topk_fraction", "eval_seed", "test_partitions", "masking", "mask_ratio")
 
 
 def headline_description(config: TrainConfig) -> str:

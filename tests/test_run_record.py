@@ -62,8 +62,8 @@ def test_evaluating_on_other_data_uses_the_runs_statistics_unless_asked_to_refit
     refit, _ = evaluate_run(run, other, refit_statistics=True)
     assert "saved statistics" in kept["evaluation"]["map_statistics"]
     assert str(other) in refit["evaluation"]["map_statistics"]
-    assert kept["per_category"]["stripes"]["image_auroc_max"] is not None
-    assert kept["per_category"] != refit["per_category"] or kept["mean"] != refit["mean"]
+    # the other data's own statistics give other standardised maps, hence other max scores
+    assert json.dumps(kept["per_category"]) != json.dumps(refit["per_category"])
 
 
 def test_an_unfinished_run_is_refused_unless_partial_is_asked_for(data_root, home, tmp_path,
