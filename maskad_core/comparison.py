@@ -41,6 +41,32 @@ def interval_verdict(first, second) -> str:
     return "not resolved"
 
 
+# The study's rule for a comparative word between two detectors measured over training seeds (a
+# training-free detector has one value and no spread): "higher" when the first one's seed mean
+# minus its seed standard deviation lies above the second one's mean plus its standard deviation,
+# "lower" the other way round, otherwise "level". Stated once, applied by code, quoted by the book.
+SPREAD_RULE = ("higher (or lower) beyond the seed spread: the mean minus one standard deviation over "
+               "training seeds of one lies above the mean plus one standard deviation of the other; "
+               "otherwise level")
+
+
+def spread_verdict(first, second) -> str:
+    """"higher", "lower" or "level" by SPREAD_RULE; each argument is a number or the values over
+    seeds (at least two values give a spread, ddof 1)."""
+    def centre_and_spread(values):
+        values = np.atleast_1d(np.asarray(values, dtype=float))
+        return values.mean(), (values.std(ddof=1) if values.size > 1 else 0.0)
+
+    (a, a_spread), (b, b_spread) = centre_and_spread(first), centre_and_spread(second)
+    if not (np.isfinite(a) and np.isfinite(b)):
+        return "-"
+    if a - a_spread > b + b_spread:
+        return "higher"
+    if a + a_spread < b - b_spread:
+        return "lower"
+    return "level"
+
+
 def mean_interval(scores: pd.DataFrame, column: str) -> list[float]:
     """95% bootstrap interval of the mean over categories of the image AUROC of ``column`` in a
     run's per-image scores (columns category, label, score_*), every category resampled at once."""

@@ -107,15 +107,45 @@ def auroc_interval(labels, scores, level: float = 0.95, resamples: int = BOOTSTR
 
 def _bootstrap_aurocs(labels: np.ndarray, scores: np.ndarray, resamples: int,
                       rng: np.random.Generator) -> np.ndarray:
-    """The AUROC of ``resamples`` stratified resamples of (labels, scores), both classes present."""
-    positive, negative = scores[labels], scores[~labels]
-    pos = positive[rng.integers(0, positive.size, (resamples, positive.size))]
-    neg = negative[rng.integers(0, negative.size, (resamples, negative.size))]
-    # AUROC of each resample: P(pos > neg) + P(pos == neg) / 2, from sorted negatives
-    neg.sort(axis=1)
+    """The AUROC of ``resamples`` stratified resamples of (labels, scores), both classes present;
+    ``scores`` (N,) gives (resamples,), ``scores`` (S, N) (S runs scoring the same images) gives
+    (S, resamples), every run resampled with the same images."""
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    pos_index = rng.integers(0, n_pos, (resamples, n_pos))
+    neg_index = rng.integers(0, n_neg, (resamples, n_neg))
+    runs = np.atleast_2d(scores)
+    values = np.stack([_resampled_aurocs(run[labels][pos_index], run[~labels][neg_index])
+                       for run in runs])
+    return values if scores.ndim == 2 else values[0]
+
+
+def _resampled_aurocs(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """AUROC of each row pair: P(pos > neg) + P(pos == neg) / 2, from sorted negatives."""
+    neg = np.sort(neg, axis=1)
     below = np.stack([np.searchsorted(row, p, side="left") for row, p in zip(neg, pos, strict=True)])
     upto = np.stack([np.searchsorted(row, p, side="right") for row, p in zip(neg, pos, strict=True)])
-    return (below + upto).sum(axis=1) / (2.0 * positive.size * negative.size)
+    return (below + upto).sum(axis=1) / (2.0 * pos.shape[1] * neg.shape[1])
+
+
+def seeds_auroc_interval(labels, seed_scores, level: float = 0.95,
+                         resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean over training seeds of the image AUROC.
+
+    ``seed_scores`` is (S, N): S models (training seeds) scoring the same N test images. Each
+    resample draws the test images anew (stratified) and averages the S AUROCs on it, so the
+    interval holds the test images' noise of the seed mean; the seeds' own spread is reported
+    beside it. With S = 1 it is :func:`auroc_interval`."""
+    labels_np = _labels(labels, "labels")
+    scores_np = np.atleast_2d(np.asarray(seed_scores, dtype=float))
+    if scores_np.ndim != 2 or scores_np.shape[1] != labels_np.shape[0]:
+        raise ValueError(f"seed_scores must be (seeds, {labels_np.shape[0]}), got {scores_np.shape}")
+    if labels_np.all() or not labels_np.any():
+        nan = _undefined("seeds_auroc_interval", "labels hold a single class")
+        return nan, nan
+    values = _bootstrap_aurocs(labels_np, scores_np, resamples, np.random.default_rng(seed))
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(values.mean(axis=0), [tail, 1.0 - tail])
+    return float(low), float(high)
 
 
 def mean_auroc_interval(groups, level: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES,

@@ -209,3 +209,22 @@ def test_auroc_interval_of_a_perfect_score_is_a_point_and_one_class_is_undefined
     assert np.isnan(low) and np.isnan(high)
     with pytest.raises(ValueError, match="level"):
         auroc_interval([0, 1], [0.1, 0.2], level=1.5)
+
+
+def test_the_seed_mean_interval_is_the_single_seed_interval_for_one_seed_and_narrows_with_agreement():
+    from maskad_core.metrics import auroc_interval, seeds_auroc_interval
+
+    rng = np.random.default_rng(3)
+    labels = np.r_[np.zeros(30, bool), np.ones(20, bool)]
+    scores = rng.normal(size=50) + labels
+    assert seeds_auroc_interval(labels, scores[None]) == auroc_interval(labels, scores)
+    assert seeds_auroc_interval(labels, np.stack([scores, scores])) == auroc_interval(labels, scores)
+    noisy = np.stack([scores + rng.normal(scale=2.0, size=50) for _ in range(3)])
+    low, high = seeds_auroc_interval(labels, noisy)
+    single = [auroc_interval(labels, row) for row in noisy]
+    # averaging three noisy runs on the same resample is narrower than one noisy run's interval
+    assert high - low < np.mean([h - lo for lo, h in single])
+    perfect = np.stack([labels.astype(float)] * 2)
+    assert seeds_auroc_interval(labels, perfect) == (1.0, 1.0)
+    with pytest.raises(ValueError, match="seed_scores must be"):
+        seeds_auroc_interval(labels, np.zeros((2, 7)))

@@ -258,3 +258,13 @@ def test_floor_frame_says_whether_the_model_clears_each_floor():
     assert frame["ours vs nn"].to_dict() == {"bottle": "not resolved", "screw": "not resolved", "mean": "-"}
     assert frame.loc["mean", "floor: gaussian"] == pytest.approx(0.69)
     assert frame.loc["screw", "floor: nn: 95% interval"] == "[0.570, 0.670]"
+
+
+def test_the_spread_rule_names_a_difference_only_beyond_both_spreads():
+    from maskad_core.comparison import spread_verdict
+
+    assert spread_verdict([0.80, 0.82, 0.84], 0.70) == "higher"  # 0.82 - 0.02 > 0.70
+    assert spread_verdict([0.80, 0.82, 0.84], 0.81) == "level"
+    assert spread_verdict([0.70, 0.71, 0.72], [0.80, 0.81, 0.82]) == "lower"
+    assert spread_verdict([0.70, 0.75, 0.80], [0.80, 0.81, 0.82]) == "level"  # 0.75 + 0.05 >= 0.80
+    assert spread_verdict(0.9, float("nan")) == "-"
