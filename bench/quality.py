@@ -16,6 +16,10 @@ baseline of the same budget, exactly as the study's notebooks do, then records:
     python -m bench.quality                       # both profiles -> bench/results/quality.{json,md}
     python -m bench.quality --profiles cpu --seeds 0,1,2
     python -m bench.quality --seeds-for cpu=0,1,2     # three seeds for cpu, --seeds for the rest
+    python -m bench.quality --profiles real --seeds 0,1,2 --control-seeds 0   # bench.evidence
+
+A run of some profiles replaces their sections of the record and keeps the others, each section
+with its own date, machine and load.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.evidence import markdown_real, measure_real
 from maskad_core import report
 from maskad_core.comparison import format_interval
 from maskad_core.evaluate import headline_description
@@ -37,6 +42,7 @@ from maskad_core.run_record import evaluate_run
 from maskad_core.train import train
 
 RESULTS = Path(__file__).parent / "results"
+REAL_PROFILES = ("real",)  # profiles measured by bench.evidence (every real category, the control)
 
 # The issue's targets (issue 10): (profile, what, threshold); checked against measured numbers.
 TARGETS = {
@@ -183,13 +189,17 @@ def _cell(profile: dict, kind: str, key: str, category: str) -> str:
 
 
 def markdown(record: dict) -> str:
-    lines = [f"# Quality benchmark ({record['date']})", "",
-             f"Command: `{record['command']}`  ",
-             f"Machine: {record['machine']['cpu']}, {record['machine']['cores']} cores, "
-             f"{record['machine']['threads']} torch threads, torch {record['machine']['torch']}; "
-             f"load (1 min) {record['load_before']:.2f} before, {record['load_after']:.2f} after; "
-             f"{record['wall_minutes']:.1f} min in all.", ""]
+    lines = ["# Quality benchmark", ""]
     for profile in record["profiles"]:
+        lines += [f"Profile `{profile['profile']}`, measured {profile['date']}: "
+                  f"`{profile['command']}`; {profile['machine']['cpu']}, "
+                  f"{profile['machine']['cores']} cores, {profile['machine']['threads']} torch "
+                  f"threads, torch {profile['machine']['torch']}; load (1 min) "
+                  f"{profile['load_before']:.2f} before, {profile['load_after']:.2f} after; "
+                  f"{profile['wall_minutes']:.1f} min.", ""]
+        if profile["profile"] in REAL_PROFILES:
+            lines += markdown_real(profile)
+            continue
         seeds = list(profile["seeds"])
         first = profile["seeds"][seeds[0]]
         lines += [f"## Profile `{profile['profile']}`", "", profile["provenance"], "",
@@ -232,6 +242,19 @@ def markdown(record: dict) -> str:
     return "\n".join(lines)
 
 
+def merged_record(path: Path, measured: list[dict]) -> dict:
+    """The record at ``path`` with the profiles just measured replacing their old sections; a
+    section of the old layout takes the record's own date, command, machine and load."""
+    old = json.loads(path.read_text()) if path.is_file() else {"profiles": []}
+    shared = {k: old[k] for k in ("date", "command", "machine", "load_before", "load_after",
+                                  "wall_minutes") if k in old}
+    kept = [{**shared, **p} for p in old["profiles"]
+            if p["profile"] not in {m["profile"] for m in measured}]
+    order = {name: i for i, name in enumerate(REAL_PROFILES + ("mvtec", "cpu"))}
+    profiles = sorted(kept + measured, key=lambda p: order.get(p["profile"], len(order)))
+    return {"profiles": profiles}
+
+
 def _seeds(text: str) -> list[int]:
     try:
         return [int(s) for s in text.split(",")]
@@ -246,11 +269,13 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", default="0", help="training seeds, comma-separated")
     parser.add_argument("--seeds-for", action="append", default=[], metavar="PROFILE=SEEDS",
                         help="training seeds of one profile (repeatable), e.g. cpu=0,1,2")
+    parser.add_argument("--control-seeds", default=None,
+                        help="training seeds of the control arms of a real-data profile "
+                             "(default: --seeds)")
     parser.add_argument("--tag", default="quality", help="output name in bench/results")
     args = parser.parse_args(argv)
     from bench.recipe import machine
 
-    started, load_before = time.perf_counter(), os.getloadavg()[0]
     seeds = {p: _seeds(args.seeds) for p in args.profiles.split(",")}
     for item in args.seeds_for:
         name, sep, values = item.partition("=")
@@ -258,12 +283,20 @@ def main(argv=None) -> int:
             parser.error(f"--seeds-for {item!r}: expected PROFILE=SEEDS with PROFILE one of "
                          f"{', '.join(seeds)}")
         seeds[name] = _seeds(values)
-    profiles = [measure_profile(p, profile_seeds) for p, profile_seeds in seeds.items()]
-    record = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "command": " ".join(["python -m bench.quality",
-                                   *(sys.argv[1:] if argv is None else argv)]),
-              "machine": machine(), "load_before": load_before, "load_after": os.getloadavg()[0],
-              "wall_minutes": (time.perf_counter() - started) / 60, "profiles": profiles}
+    control_seeds = _seeds(args.control_seeds) if args.control_seeds else None
+    profiles = []
+    for name, profile_seeds in seeds.items():
+        started, load_before = time.perf_counter(), os.getloadavg()[0]
+        measured = (measure_real(name, profile_seeds, control_seeds) if name in REAL_PROFILES
+                    else measure_profile(name, profile_seeds))
+        measured.update({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                         "command": " ".join(["python -m bench.quality",
+                                              *(sys.argv[1:] if argv is None else argv)]),
+                         "machine": machine(), "load_before": load_before,
+                         "load_after": os.getloadavg()[0],
+                         "wall_minutes": (time.perf_counter() - started) / 60})
+        profiles.append(measured)
+    record = merged_record(RESULTS / f"{args.tag}.json", profiles)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.tag}.json").write_text(json.dumps(record, indent=1, default=float) + "\n")
     (RESULTS / f"{args.tag}.md").write_text(markdown(record))

@@ -154,16 +154,23 @@ def training_curve(profile: dict) -> pd.DataFrame:
     return pd.DataFrame(next(iter(profile["seeds"].values()))["curve"])
 
 
+def measured_line(profile: dict) -> str:
+    """When, with what command, on what machine and under what load a profile was measured."""
+    machine = profile["machine"]
+    return (f"Profile {profile['profile']}: measured {profile['date']} with `{profile['command']}` "
+            f"on {machine['cpu']} ({machine['cores']} cores, {machine['threads']} torch threads); "
+            f"load {profile['load_before']:.1f} before, {profile['load_after']:.1f} after.")
+
+
 def provenance(quality: dict | None, profile: str) -> str:
     """One line for the chapter that shows recorded measurements instead of its profile's runs."""
     parts = ["recorded measurements, not runs of this book's profile",
              "recipe search: bench/results/recipe/gen-val*.jsonl on the generated set drawn with "
              "seed 1 (synthetic, not MVTec AD), 64 px"]
     if quality is not None:
-        machine = quality["machine"]
-        measured = "; ".join(p["provenance"] for p in quality["profiles"])
-        parts.append(f"quality benchmark of {quality['date']} on {machine['cpu']} "
-                     f"({machine['cores']} cores, {machine['threads']} torch threads), hardware: "
-                     f"CPU: {measured}")
+        parts += [f"quality benchmark, profile {p['profile']}: measured {p['date']} on "
+                  f"{p['machine']['cpu']} ({p['machine']['cores']} cores, {p['machine']['threads']} "
+                  f"torch threads); {p['provenance']}" for p in quality["profiles"]
+                  if "provenance" in p]
     parts.append(f"profile {profile!r}")
     return "; ".join(parts)

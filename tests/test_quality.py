@@ -1,5 +1,7 @@
 """bench.quality: targets are judged from the numbers, and the report says met or missed."""
 
+import json
+
 from bench.quality import check_targets, markdown
 
 
@@ -44,9 +46,10 @@ def test_markdown_names_the_machine_and_each_target():
                "floor": {"gaussian": {"per_category": {"bottle": 0.98, "screw": 0.4}, "mean": 0.69,
                                       "seconds": {"fit_seconds": 1.0}}}}
     profile["targets"] = check_targets("mvtec", profile)
-    record = {"date": "today", "command": "python -m bench.quality", "load_before": 0.1,
-              "load_after": 0.2, "wall_minutes": 1.0, "profiles": [profile],
-              "machine": {"cpu": "AMD EPYC", "cores": 2, "threads": 1, "torch": "2"}}
+    profile.update({"date": "today", "command": "python -m bench.quality", "load_before": 0.1,
+                    "load_after": 0.2, "wall_minutes": 1.0,
+                    "machine": {"cpu": "AMD EPYC", "cores": 2, "threads": 1, "torch": "2"}})
+    record = {"profiles": [profile]}
     text = markdown(record)
     assert "AMD EPYC" in text and "| bottle image AUROC >= 0.95 | 0.960 | met |" in text
     assert "| screw image AUROC >= 0.9 | 0.850 | missed |" in text
@@ -63,3 +66,16 @@ def test_quality_table_shows_the_unstandardised_map_and_tolerates_older_records(
     assert abs(table.loc["bottle", "map not standardised"] - 0.837) < 1e-9
     del profile["seeds"][0]["unstandardized"]  # recorded before the standardisation existed
     assert quality_table(profile)["map not standardised"].isna().all()
+
+
+def test_a_run_of_one_profile_keeps_the_others_sections(tmp_path):
+    from bench.quality import merged_record
+
+    path = tmp_path / "quality.json"
+    old = {"date": "earlier", "command": "python -m bench.quality", "machine": {"cpu": "A"},
+           "load_before": 0.0, "load_after": 0.0, "wall_minutes": 3.0,
+           "profiles": [{"profile": "mvtec", "value": 1}, {"profile": "cpu", "value": 2}]}
+    path.write_text(json.dumps(old))
+    merged = merged_record(path, [{"profile": "cpu", "value": 3, "date": "now"}])
+    assert [(p["profile"], p["value"], p["date"]) for p in merged["profiles"]] == [
+        ("mvtec", 1, "earlier"), ("cpu", 3, "now")]  # mvtec keeps its own date; cpu is replaced
