@@ -25,7 +25,8 @@ import numpy as np
 from maskad_core import paper
 from maskad_core.baselines import FLOOR_METHODS, PROBE_METHODS, evaluate_baseline
 from maskad_core.comparison import SPREAD_RULE, spread_verdict
-from maskad_core.metrics import seeds_auroc_interval
+from maskad_core.feature_score import evaluate_feature_nn
+from maskad_core.metrics import image_auroc, seeds_auroc_interval
 from maskad_core.profiles import load_profile, train_config
 from maskad_core.run_record import evaluate_run
 from maskad_core.train import train
@@ -43,15 +44,18 @@ def _arm(params, masking: str, control: str, seeds) -> dict:
                   quiet=True) for seed in seeds]
     reduction = runs[0].config.score_reduction
     frames = [run.scores.sort_values("path").reset_index(drop=True) for run in runs]
+    features = [evaluate_feature_nn(run) for run in runs]  # beyond the paper, same weights
+    feature_frames = [frame.sort_values("path").reset_index(drop=True) for _, frame in features]
     per_category = {}
     for category in frames[0].category.unique():
-        rows = [frame[frame.category == category] for frame in frames]
-        labels = rows[0].label.to_numpy().astype(bool)
         entry = {}
-        for name, column in (("auroc", f"image_auroc_{reduction}"), ("eq1", "image_auroc_eq1")):
-            values = [run.metrics["per_category"][category][column] for run in runs]
-            scores = np.stack([r[f"score_{column.removeprefix('image_auroc_')}"].to_numpy()
-                               for r in rows])
+        for name, column, source in (("auroc", f"score_{reduction}", frames),
+                                     ("eq1", "score_eq1", frames),
+                                     ("features", f"score_{reduction}", feature_frames)):
+            rows = [frame[frame.category == category] for frame in source]
+            labels = rows[0].label.to_numpy().astype(bool)
+            scores = np.stack([r[column].to_numpy() for r in rows])
+            values = [image_auroc(labels, row) for row in scores]
             entry[name] = {"seeds": values, "mean": float(np.mean(values)),
                            "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
                            "ci": list(seeds_auroc_interval(labels, scores))}
@@ -123,9 +127,11 @@ def verdicts(result: dict) -> list[dict]:
         ours = arms[f"complementary|{control}"]["per_category"]
         for category, entry in ours.items():
             best, value = _best_detector(detectors, category, control)
-            checks.append({"check": f"{category}, control {control}: ours vs the best training-free "
-                                    f"detector ({best})", "ours": entry["auroc"]["mean"],
-                           "other": value, "verdict": spread_verdict(entry["auroc"]["seeds"], value)})
+            for score, label in (("auroc", "default score"), ("features", "encoder-token NN")):
+                checks.append({"check": f"{category}, control {control}: ours ({label}) vs the best "
+                                        f"training-free detector ({best})",
+                               "ours": entry[score]["mean"], "other": value,
+                               "verdict": spread_verdict(entry[score]["seeds"], value)})
         theirs = arms[f"random|{control}"]["per_category"]
         for category, entry in ours.items():
             gap = entry["auroc"]["mean"] - theirs[category]["auroc"]["mean"]
@@ -185,15 +191,16 @@ def markdown_real(result: dict) -> list[str]:
              "standard deviation, then the 95% bootstrap interval over test images of the seed "
              "mean. KolektorSDD is outside the paper's Table 1. Rule for every verdict: "
              f"{result['rule']}.", ""]
-    header = "| category | arm | control | default score | eq. 1 | pixel AUROC | paper |"
-    lines += [header, "|---|---|---|---|---|---|---|"]
+    header = ("| category | arm | control | default score | eq. 1 | encoder-token NN (beyond the "
+              "paper) | pixel AUROC | paper |")
+    lines += [header, "|---|---|---|---|---|---|---|---|"]
     for category in categories:
         for key, arm in arms.items():
             masking, control = key.split("|")
             entry = arm["per_category"][category]
             pixel = entry["pixel_auroc"]
             lines.append(f"| {category} | {masking} | {control} | {_seed_cell(entry['auroc'])} | "
-                         f"{_seed_cell(entry['eq1'])} | "
+                         f"{_seed_cell(entry['eq1'])} | {_seed_cell(entry['features'])} | "
                          f"{'—' if not np.isfinite(pixel) else f'{pixel:.3f}'} | "
                          f"{result['paper'].get(category, '—')} |")
     lines += ["", "Training-free detectors (max of the map smoothed with sigma 2; 95% interval over "

@@ -157,7 +157,9 @@ class MaskedAutoencoder(nn.Module):
         """
         return self._predict_views(images, self._check_inputs(images, masks))
 
-    def _predict_views(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    def _encode(self, images: torch.Tensor, masks: torch.Tensor):
+        """Each view's visible tokens through the encoder: (tokens (B*n, k, D) after the norm,
+        their patch indices (B, n, k), which of the k slots are tokens (B*n, k))."""
         b, n, length = masks.shape
         normalised = (images - self.pixel_mean.to(images.dtype)) / self.pixel_std.to(images.dtype)
         tokens = self.patch_embed(normalised) + self.pos_embed  # (B, L, D)
@@ -173,7 +175,27 @@ class MaskedAutoencoder(nn.Module):
         attn_mask = None if bool(is_token.all()) else is_token[:, None, None, :]
         for block in self.blocks:
             x = block(x, attn_mask=attn_mask)
-        x = self.decoder_embed(self.norm(x))
+        return self.norm(x), order, is_token
+
+    def encode_patches(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """(B, L, D): every patch's encoder token, averaged over the views in which it is visible
+        (with complementary masks, the one view that shows it); zero for a patch no view shows."""
+        masks = self._check_inputs(images, masks)
+        x, order, is_token = self._encode(images, masks)
+        b, n, length = masks.shape
+        weights = is_token.to(x.dtype).unsqueeze(-1)
+        index = order.reshape(b, n * order.shape[-1], 1).expand(-1, -1, x.shape[-1])
+        total = torch.zeros(b, length, x.shape[-1], dtype=x.dtype, device=x.device)
+        total = total.scatter_add(1, index, (x * weights).reshape(b, -1, x.shape[-1]))
+        count = torch.zeros(b, length, 1, dtype=x.dtype, device=x.device)
+        count = count.scatter_add(1, index[..., :1], weights.reshape(b, -1, 1))
+        return total / count.clamp(min=1)
+
+    def _predict_views(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        b, n, length = masks.shape
+        x, order, is_token = self._encode(images, masks)
+        k = order.shape[-1]
+        x = self.decoder_embed(x)
 
         # scatter the encoded tokens into a full sequence of mask tokens; padding becomes mask tokens
         x = torch.where(is_token.unsqueeze(-1), x, self.mask_token.to(x.dtype))
