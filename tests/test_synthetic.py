@@ -93,6 +93,7 @@ def test_readme_and_metadata_say_synthetic(small_root):
     assert (meta["version"], meta["seed"], meta["image_size"]) == (synthetic.GENERATOR_VERSION, 0, 32)
     readme = (small_root / "README.md").read_text()
     assert "NOT MVTec AD" in readme and "seed 0" in readme and "32 px" in readme
+    assert synthetic.writer.VERSION_REASONS[synthetic.GENERATOR_VERSION] in readme
 
 
 @pytest.mark.parametrize("spec", CATEGORY_SPECS, ids=lambda s: s.name)
