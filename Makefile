@@ -1,12 +1,16 @@
 # The set-up commands of the README: `make study`, `make book`, `make test`; each installs first,
-# into the project's own virtual environment (.venv), so they also work where the system Python
-# refuses `pip install` (PEP 668, Debian and Ubuntu).
+# into a virtual environment of the project, so they also work where the system Python refuses
+# `pip install` (PEP 668, Debian and Ubuntu): `make study` and `make test` into .venv (everything,
+# torch included), `make book` into its own light one (book/requirements.txt: no torch).
 PYTHON ?= python3
 PROFILE ?= cpu
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Under _build/ (git-ignored, excluded from the book's sources; `make clean` removes it).
+BOOK_VENV ?= _build/venv-book
+BOOK_BIN := $(BOOK_VENV)/bin
 
-.PHONY: install browser study book test lint bench quality clean
+.PHONY: install book-install browser study book test lint bench quality clean
 
 # Re-installs only when pyproject.toml changed since the last install.
 install: $(VENV)/.installed
@@ -15,6 +19,15 @@ $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	@touch $@
+
+# The book build only: jupyter-book, its Sphinx extensions and what book/_ext/maskad_book.py imports.
+# Re-installs only when book/requirements.txt changed since the last install.
+book-install: $(BOOK_VENV)/.installed
+
+$(BOOK_VENV)/.installed: book/requirements.txt
+	@test -x $(BOOK_BIN)/python || $(PYTHON) -m venv $(BOOK_VENV)
+	$(BOOK_BIN)/python -m pip install -q -r book/requirements.txt
 	@touch $@
 
 # Debian's headless Chromium, for the test that opens the built book in a real browser.
@@ -27,10 +40,11 @@ browser:
 study: install
 	$(BIN)/maskad study --profile $(PROFILE)
 
-# Render the book from the executed notebooks in book/executed (the committed reference edition,
-# or the last `make study`): nothing is trained.
-book: install
-	$(BIN)/jupyter-book build . -W -n --keep-going
+# Render the book from the executed notebooks in book/executed* (the committed reference editions,
+# or the last `make study`) into _build/html: nothing is trained, and torch is not installed.
+book: book-install
+	$(BOOK_BIN)/jupyter-book build . -W -n --keep-going
+	@echo "The book: $(CURDIR)/_build/html/index.html"
 
 test: install browser
 	$(BIN)/python -m pytest

@@ -17,6 +17,11 @@
    ``book/executed*/`` (one folder per edition) are build products of the study.
 3. Images pasted across notebooks (``{glue}`` with ``:doc:``) are written to ``_images`` (myst-nb only
    references them).
+
+The build needs no torch (``make book`` installs only ``book/requirements.txt``): of ``maskad_core``
+it imports the torch-free modules ``paper`` and ``edition`` and reads the rest from the sources
+(TrainConfig's defaults, MVTecAD's augmentation strengths, ``profiles.yaml``); tests/test_packaging.py
+checks that what it reads equals what the imported modules say, and that it runs with torch absent.
 """
 
 from __future__ import annotations
@@ -160,39 +165,188 @@ def paper_substitutions() -> dict[str, str]:
     return subs
 
 
+# ----------------------------------------------------------------- maskad_core read without torch
+# maskad_core.config, .data and .profiles import torch (config imports the model, losses, data);
+# the book's light environment has none, so what the book states of them is read from the sources.
+
+
+def _package_dir() -> Path:
+    import maskad_core
+
+    return Path(maskad_core.__file__).resolve().parent
+
+
+def _module_tree(module: str):
+    import ast
+
+    return ast.parse((_package_dir() / f"{module}.py").read_text(encoding="utf8"))
+
+
+def _unreadable(module: str, node) -> ConfigError:
+    import ast
+
+    return ConfigError(
+        f"maskad_book: cannot read `{ast.unparse(node)}` in maskad_core/{module}.py without "
+        "importing it (the book is built without torch): write the value as a literal or a module "
+        "constant, or teach book/_ext/maskad_book.py's _evaluate to read it")
+
+
+def _module_constant(module: str, name: str):
+    """A module-level ``NAME = <expression>`` of maskad_core/<module>.py, followed through
+    ``from maskad_core.<other> import NAME``; the last binding wins, as when the module runs."""
+    import ast
+
+    found = None
+    for node in _module_tree(module).body:
+        if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            found = ("value", node.value)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) \
+                and node.target.id == name and node.value is not None:
+            found = ("value", node.value)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("maskad_core."):
+            for alias in node.names:
+                if (alias.asname or alias.name) == name:
+                    found = ("import", (node.module.split(".", 1)[1], alias.name))
+    if found is None:
+        raise ConfigError(f"maskad_book: maskad_core/{module}.py defines no {name}")
+    kind, what = found
+    return _evaluate(what, module) if kind == "value" else _module_constant(*what)
+
+
+def _evaluate(node, module: str):
+    """The value of a default's expression: literals, module constants, ``list(...)``/``tuple(...)``
+    of them and ``field(default=...)`` or ``field(default_factory=lambda: ...)``."""
+    import ast
+
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        pass
+    if isinstance(node, ast.Name):
+        return _module_constant(module, node.id)
+    if isinstance(node, (ast.Tuple, ast.List)):
+        items = [_evaluate(item, module) for item in node.elts]
+        return tuple(items) if isinstance(node, ast.Tuple) else items
+    if isinstance(node, ast.Lambda) and not node.args.args:
+        return _evaluate(node.body, module)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        if node.func.id in ("list", "tuple") and len(node.args) == 1 and not node.keywords:
+            return {"list": list, "tuple": tuple}[node.func.id](_evaluate(node.args[0], module))
+        if node.func.id == "field" and not node.args:
+            keywords = {k.arg: k.value for k in node.keywords}
+            for key in ("default", "default_factory"):
+                if key in keywords:
+                    return _evaluate(keywords[key], module)
+    raise _unreadable(module, node)
+
+
+def _as_annotated(value, annotation: str):
+    """A default as TrainConfig.__post_init__ types it: an int of a float field is a float, a list
+    field's items are text."""
+    base = [part.strip() for part in annotation.split("|") if part.strip() != "None"]
+    kind = base[0] if len(base) == 1 else annotation
+    if value is None:
+        return None
+    if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind.startswith("list"):
+        return [str(item) for item in value]
+    return value
+
+
+def train_config_defaults() -> dict[str, Any]:
+    """``TrainConfig().to_dict()``, read from maskad_core/config.py (which imports torch)."""
+    import ast
+
+    tree = _module_tree("config")
+    body = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "TrainConfig").body
+    defaults = {}
+    for node in body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            if node.value is None:
+                raise ConfigError(f"maskad_book: TrainConfig.{node.target.id} has no default")
+            defaults[node.target.id] = _as_annotated(_evaluate(node.value, "config"),
+                                                     ast.unparse(node.annotation))
+    return defaults
+
+
+def function_defaults(module: str, cls: str, function: str,
+                      names: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The defaults of ``cls.function``'s parameters (those in ``names``, or all), read from
+    maskad_core/<module>.py."""
+    import ast
+
+    tree = _module_tree(module)
+    klass = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls)
+    func = next(n for n in klass.body if isinstance(n, ast.FunctionDef) and n.name == function)
+    args = func.args
+    positional = args.posonlyargs + args.args
+    pairs = list(zip(positional[len(positional) - len(args.defaults):], args.defaults, strict=True))
+    pairs += [(a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if d is not None]
+    return {arg.arg: _evaluate(default, module) for arg, default in pairs
+            if names is None or arg.arg in names}
+
+
+def _profiles_yaml() -> dict:
+    import yaml
+
+    return yaml.safe_load((_package_dir() / "profiles.yaml").read_text(encoding="utf8"))
+
+
+def profile_names() -> list[str]:
+    """``maskad_core.profiles.profile_names()``."""
+    return [name for name in _profiles_yaml() if not name.startswith("_")]
+
+
+def load_profile(name: str) -> dict[str, Any]:
+    """``maskad_core.profiles.load_profile(name)`` (no overrides); ValueError for an unknown profile."""
+    raw = _profiles_yaml()
+    if name not in raw or name.startswith("_"):
+        raise ValueError(f"unknown profile {name!r}")
+    return {**raw[name]["parameters"], "profile": name}
+
+
+def profile_description(name: str) -> str:
+    """``maskad_core.profiles.profile_description(name)``."""
+    return str(_profiles_yaml()[name].get("description", "")).strip()
+
+
+def stale_parts(executed_dir: Path, notebooks_dir: Path) -> list[str] | None:
+    """``maskad_core.edition.stale_parts``, with the profile read by :func:`load_profile`."""
+    from maskad_core.edition import fingerprint, read_edition
+
+    record = read_edition(executed_dir)
+    if record is None:
+        return None
+    try:
+        params = load_profile(record["profile"])
+    except ValueError:  # the profile no longer exists
+        params = {}
+    now = fingerprint(params, notebooks_dir)
+    return [part for part in ("code", "notebooks", "parameters")
+            if record["fingerprint"].get(part) != now[part]]
+
+
 def default_substitutions() -> dict[str, str]:
     """The choices this study makes where the paper is silent, as the code defines them."""
-    from maskad_core.config import TrainConfig
-
-    config = TrainConfig()
-    subs = {f"default_{name}": _plain(value) for name, value in config.to_dict().items()}
+    subs = {f"default_{name}": _plain(value) for name, value in train_config_defaults().items()}
     # The strength of the augmentations, as the data layer defines them.
-    import inspect
-
-    from maskad_core.data import MVTecAD
-
-    for name, parameter in inspect.signature(MVTecAD.__init__).parameters.items():
-        if name in ("crop_scale", "rotate_degrees", "flip_probability"):
-            value = parameter.default
-            subs[f"default_{name}"] = (
-                " to ".join(f"{v:g}" for v in value) if isinstance(value, tuple) else f"{value:g}"
-            )
+    strengths = ("crop_scale", "rotate_degrees", "flip_probability")
+    for name, value in function_defaults("data", "MVTecAD", "__init__", strengths).items():
+        subs[f"default_{name}"] = (
+            " to ".join(f"{v:g}" for v in value) if isinstance(value, tuple) else f"{value:g}"
+        )
     return subs
 
 
 def profile_substitutions() -> dict[str, str]:
     """The study's profiles (maskad_core/profiles.yaml) as a Markdown table and a definition list."""
-    from importlib import resources
-
-    import yaml
-
-    from maskad_core import profiles
-
-    raw = yaml.safe_load(resources.files("maskad_core").joinpath("profiles.yaml").read_text())
+    raw = _profiles_yaml()
     rows, descriptions = [], []
     subs: dict[str, str] = {}
-    for name in profiles.profile_names():
-        p = profiles.load_profile(name)
+    for name in profile_names():
+        p = load_profile(name)
         data = "synthetic (embedded)" if p["data_root"] in (None, "") else f"`{p['data_root']}`"
         if "data_root" in raw[name].get("requires", []) and p["data_root"] in (None, ""):
             data = "MVTec AD, `-p data_root=PATH`"
@@ -203,7 +357,7 @@ def profile_substitutions() -> dict[str, str]:
         grid = f"{len(p['ablation_depths'])} × {len(p['ablation_ratios'])}, {p['ablation_epochs']}"
         rows.append([f"`{name}`", data, f"{p['image_size']} px / {p['patch_size']} px",
                      model, str(p["epochs"]), cap, grid])
-        descriptions.append(f"`{name}`\n: {profiles.profile_description(name)}")
+        descriptions.append(f"`{name}`\n: {profile_description(name)}")
         subs[f"profile_{name}_epochs"] = str(p["epochs"])
         subs[f"profile_{name}_ablation_epochs"] = str(p["ablation_epochs"])
         subs[f"profile_{name}_grid_runs"] = str(len(p["ablation_depths"]) * len(p["ablation_ratios"]))
@@ -211,7 +365,7 @@ def profile_substitutions() -> dict[str, str]:
         ["profile", "data", "image / patch", "model, widths", "epochs", "train images per category",
          "Table 2 grid, epochs per cell"], rows)
     subs["profiles_descriptions"] = "\n\n".join(descriptions)
-    subs["profile_names"] = ", ".join(f"`{n}`" for n in profiles.profile_names())
+    subs["profile_names"] = ", ".join(f"`{n}`" for n in profile_names())
     return subs
 
 
@@ -402,7 +556,7 @@ def edition_status(app: Sphinx, config) -> str:
     code, notebooks and profile in the repository now: said in the build log and, when one is
     stale or missing, in a banner on every page (an info, not a warning: a stale edition is a fact to
     show, and the build still renders it)."""
-    from maskad_core.edition import read_edition, stale_parts, staleness_message
+    from maskad_core.edition import read_edition, staleness_message
 
     messages, stale = [], False
     for executed in sorted((Path(app.srcdir) / "book").glob("executed*")):
