@@ -178,6 +178,13 @@ def check_targets(profile: str, result: dict) -> list[dict]:
     return checks
 
 
+def _detector_label(method: str) -> str:
+    """"floor" for a detector that localises, "probe" for a confound probe (a constant map)."""
+    from maskad_core.baselines import PROBE_METHODS
+
+    return "probe" if method in PROBE_METHODS else "floor"
+
+
 def _above_best_floor(result: dict, seeds: list[dict]) -> dict:
     """The default score's mean row over seeds against the best training-free floor's mean row,
     judged by the study's spread rule (comparison.spread_verdict)."""
@@ -224,7 +231,7 @@ def markdown(record: dict) -> str:
                   "intervals: 95% bootstrap over test images (first seed).", "",
                   "| category | complementary (default score) | eq. 1 | map not standardised | "
                   "random masking | pixel AUROC | "
-                  + " | ".join(f"floor: {m}" for m in profile["floor"]) + " |",
+                  + " | ".join(f"{_detector_label(m)}: {m}" for m in profile["floor"]) + " |",
                   "|---|---|---|---|---|---|" + "---|" * len(profile["floor"])]
         for category in first["complementary"]:
             cells = [_cell(profile, kind, key, category) for kind, key in

@@ -17,6 +17,7 @@ import pandas as pd
 import yaml
 
 from maskad_core.comparison import format_interval
+from maskad_core.detectors import PROBE_METHODS
 
 MEASUREMENTS_DIR = Path(__file__).resolve().parent.parent / "bench" / "results" / "recipe"
 
@@ -132,8 +133,9 @@ def quality_table(profile: dict) -> pd.DataFrame:
                "random: 95% interval": format_interval(first["random"][category].get("ci")),
                "pixel AUROC": first["complementary"][category]["pixel_auroc"]}
         for method, floor in profile["floor"].items():
-            row[f"floor: {method}"] = (floor["mean"] if category == "mean"
-                                       else floor["per_category"][category])
+            kind = "probe" if method in PROBE_METHODS else "floor"  # confound probes: no map
+            row[f"{kind}: {method}"] = (floor["mean"] if category == "mean"
+                                        else floor["per_category"][category])
         rows[category] = row
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index.name = "category"
