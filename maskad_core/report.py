@@ -49,38 +49,54 @@ def is_synthetic(config: TrainConfig) -> bool:
     return config.data_root is None or (Path(config.data_root) / MARKER_NAME).is_file()
 
 
-def is_mvtec(config: TrainConfig) -> bool:
-    """True for real MVTec AD categories: not generated, and every category one of MVTec AD's 15.
-
-    Only then may a row stand beside the paper's: a synthetic category may share a name with an
-    MVTec AD one while its images differ.
-    """
+def mvtec_categories(config: TrainConfig) -> list[str]:
+    """The config's categories that are real MVTec AD ones: not generated, and named as one of its
+    15 (a synthetic category may share a name with an MVTec AD one while its images differ)."""
     if is_synthetic(config):
-        return False
+        return []
     names = config.categories or available_categories(config.data_root)
-    return bool(names) and all(name in paper.MVTEC_CATEGORIES for name in names)
+    return [name for name in names if name in paper.MVTEC_CATEGORIES]
+
+
+def is_mvtec(config: TrainConfig) -> bool:
+    """True when every category is a real MVTec AD one."""
+    names = config.categories or available_categories(data_root_of(config))
+    return bool(names) and mvtec_categories(config) == list(names)
+
+
+def has_mvtec(config: TrainConfig) -> bool:
+    """True when some categories are real MVTec AD ones: their rows may stand beside the paper's."""
+    return bool(mvtec_categories(config))
 
 
 def data_description(config: TrainConfig) -> str:
-    """The data set in one phrase, saying plainly whether it is synthetic or MVTec AD."""
+    """The data set in one phrase, saying plainly whether it is synthetic, MVTec AD or other data."""
     root = data_root_of(config)
     names = config.categories or available_categories(root)
+    mvtec = mvtec_categories(config)
+    others = [name for name in names if name not in mvtec]
     if config.data_root is None:
         kind = "the embedded synthetic set (generated images, not MVTec AD)"
     elif is_synthetic(config):
         kind = f"a synthetic set at {root} (generated images, not MVTec AD)"
-    elif is_mvtec(config):
+    elif mvtec and not others:
         kind = f"MVTec AD at {root} ({len(names)} of its 15 categories, official test split)"
+    elif mvtec:
+        kind = (f"real images at {root}: MVTec AD {', '.join(mvtec)} (official test split) and "
+                f"{', '.join(others)} (not MVTec AD: outside the paper's Table 1)")
     else:
         kind = f"a data set in MVTec AD's layout at {root} (not MVTec AD)"
     return f"{kind}; {len(names)} categories: {', '.join(names)}"
 
 
 def data_label(config: TrainConfig) -> str:
-    """A short label for figure titles: "synthetic, not MVTec AD", "MVTec AD" or "user data"."""
+    """A short label for figure titles: "synthetic, not MVTec AD", "MVTec AD", "MVTec AD and other
+    real data" or "user data"."""
     if is_synthetic(config):
         return "synthetic, not MVTec AD"
-    return "MVTec AD" if is_mvtec(config) else "user data, not MVTec AD"
+    if is_mvtec(config):
+        return "MVTec AD"
+    return "MVTec AD and other real data" if has_mvtec(config) else "user data, not MVTec AD"
 
 
 def model_description(config: TrainConfig) -> str:

@@ -268,3 +268,29 @@ def test_the_spread_rule_names_a_difference_only_beyond_both_spreads():
     assert spread_verdict([0.70, 0.71, 0.72], [0.80, 0.81, 0.82]) == "lower"
     assert spread_verdict([0.70, 0.75, 0.80], [0.80, 0.81, 0.82]) == "level"  # 0.75 + 0.05 >= 0.80
     assert spread_verdict(0.9, float("nan")) == "-"
+
+
+def test_mvtec_rows_beside_other_real_data_are_labelled_each_for_what_it_is(tmp_path):
+    from train_fixtures import make_mvtec_tree
+
+    root = make_mvtec_tree(tmp_path / "data")
+    (root / "stripes").rename(root / "bottle")  # a real (non-generated) folder named as MVTec AD's
+    (root / "waves").rename(root / "kolektor_sdd")
+    config = tiny_config(root, categories=["bottle", "kolektor_sdd"])
+    assert report.mvtec_categories(config) == ["bottle"]
+    assert report.has_mvtec(config) and not report.is_mvtec(config)
+    described = report.data_description(config)
+    assert "MVTec AD bottle (official test split)" in described
+    assert "kolektor_sdd (not MVTec AD: outside the paper's Table 1)" in described
+    assert report.data_label(config) == "MVTec AD and other real data"
+
+    frame = comparison.table1_frame(_metrics_table(["bottle", "kolektor_sdd"], [0.9, 0.7]),
+                                    _metrics_table(["bottle", "kolektor_sdd"], [0.8, 0.6]),
+                                    comparable=True)
+    assert math.isnan(frame.loc["kolektor_sdd", "paper: paper"])
+    sentence = comparison.table1_comparability(config, frame, comparable=True)
+    assert "The rows kolektor_sdd are not MVTec AD" in sentence
+    gap = comparison.table1_gap_statement(config, frame, comparable=True)
+    bottle = paper.table1().loc["bottle", "paper"]
+    assert f"default score: bottle {0.9 - bottle:+.3f}" in gap
+    assert f"eq. 1: bottle {0.7 - bottle:+.3f}" in gap  # both scores named, each with its gap
