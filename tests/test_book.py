@@ -39,7 +39,7 @@ BROWSER_PAGES = [
     ("book/reproduction_report.html", False, False),
     ("book/executed/04_table1.html", False, True),
     ("book/executed/06_figure3_histograms.html", False, True),
-    ("book/executed-mvtec/04_table1.html", False, True),  # the committed MVTec AD edition
+    ("book/executed-real/04_table1.html", False, True),  # the committed real-data edition
 ]
 FIGURE_DIR = "/_images/"  # where Sphinx puts the notebooks' figures (the logo lives in _static)
 PROBE_ID = "maskad-probe"
@@ -268,9 +268,9 @@ def _toc_files(entries) -> list[str]:
     return files
 
 
-def test_the_committed_mvtec_table1_shows_bottles_interval_in_the_browser(chromium, served_book):
+def test_the_committed_real_table1_shows_bottles_interval_in_the_browser(chromium, served_book):
     base, _ = served_book
-    report = open_in_chromium(chromium, f"{base}/book/executed-mvtec/04_table1.html")
+    report = open_in_chromium(chromium, f"{base}/book/executed-real/04_table1.html")
     rows = [line for line in report["text"].splitlines() if line.strip().startswith("bottle")]
     assert any(re.search(r"\[[01]\.\d{3}, [01]\.\d{3}\]", row) for row in rows), (
         "the MVTec AD Table 1 page shows no 95% interval on bottle's row:\n" + "\n".join(rows))
@@ -360,9 +360,9 @@ def test_launch_buttons_open_the_source_notebooks(book_extension):
     assert buttons[1]["url"] == "../../_sources/book/executed/03_training.ipynb"
 
 
-def test_launch_buttons_of_the_mvtec_edition_open_the_same_sources(book_extension):
-    buttons = [{"url": "https://mybinder.org/v2/gh/o/r/main?urlpath=tree/book/executed-mvtec/04_table1.ipynb"}]
-    book_extension.redirect_launch_buttons(None, "book/executed-mvtec/04_table1", "page.html",
+def test_launch_buttons_of_the_real_edition_open_the_same_sources(book_extension):
+    buttons = [{"url": "https://mybinder.org/v2/gh/o/r/main?urlpath=tree/book/executed-real/04_table1.ipynb"}]
+    book_extension.redirect_launch_buttons(None, "book/executed-real/04_table1", "page.html",
                                            {"header_buttons": buttons}, None)
     assert buttons[0]["url"] == "https://mybinder.org/v2/gh/o/r/main?urlpath=tree/notebooks/04_table1.md"
     other = [{"url": "https://mybinder.org/v2/gh/o/r/main?urlpath=tree/book/intro.md"}]

@@ -11,8 +11,8 @@ EDITIONS = sorted((REPO / "book").glob("executed*"))
 
 
 def test_both_reference_editions_are_committed_with_their_record():
-    assert [p.name for p in EDITIONS] == ["executed", "executed-mvtec"]
-    for folder, profile in zip(EDITIONS, ("cpu", "mvtec"), strict=True):
+    assert [p.name for p in EDITIONS] == ["executed", "executed-real"]
+    for folder, profile in zip(EDITIONS, ("cpu", "real"), strict=True):
         record = edition.read_edition(folder)
         assert record is not None, f"{folder} has no {edition.EDITION_FILE}"
         assert record["profile"] == profile and set(record["fingerprint"]) == {
@@ -34,9 +34,9 @@ def test_a_fresh_clone_renders_the_book_from_the_editions_without_training(tmp_p
     home = tmp_path / "home"
     monkeypatch.setenv("MASKAD_HOME", str(home))
     html = study.build_book_html(root, log=lambda _: None)  # -W -n: fails on any warning
-    assert (html / "book" / "executed-mvtec" / "04_table1.html").is_file()
+    assert (html / "book" / "executed-real" / "04_table1.html").is_file()
     assert (html / "book" / "executed" / "04_table1.html").is_file()
     assert not (home / "runs").exists() or not os.listdir(home / "runs"), "the build trained a run"
     intro = (html / "book" / "intro.html").read_text(encoding="utf8")
     # whether current or stale, the page says which editions it shows
-    assert "the cpu edition of" in intro and "the mvtec edition of" in intro
+    assert "the cpu edition of" in intro and "the real edition of" in intro

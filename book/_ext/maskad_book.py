@@ -37,7 +37,7 @@ from sphinx.util import logging
 
 logger = logging.getLogger(__name__)
 
-# Every edition's folder: book/executed/ (cpu), book/executed-mvtec/ (mvtec), ... (profiles.executed_dir)
+# Every edition's folder: book/executed/ (cpu), book/executed-real/ (real), ... (profiles.executed_dir)
 EXECUTED_FOLDER = re.compile(r"book/executed(-[A-Za-z0-9_]+)?/")
 SOURCE_PREFIX = "notebooks/"
 SOURCE_SUFFIX = ".md"  # the notebooks' sources are MyST Markdown (maskad_core.study.NOTEBOOK_SUFFIX)
@@ -552,7 +552,7 @@ def add_substitutions(app: Sphinx, config) -> None:
 
 
 def edition_status(app: Sphinx, config) -> str:
-    """Whether each edition under book/ (book/executed, book/executed-mvtec) was produced by the
+    """Whether each edition under book/ (book/executed, book/executed-real) was produced by the
     code, notebooks and profile in the repository now: said in the build log and, when one is
     stale or missing, in a banner on every page (an info, not a warning: a stale edition is a fact to
     show, and the build still renders it)."""
