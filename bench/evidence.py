@@ -82,7 +82,8 @@ def _two_by_two(arms: dict) -> dict:
     return table
 
 
-def _curve(run) -> list[dict]:
+def curve(run) -> list[dict]:
+    """Headline AUROC of each kept snapshot against the training minutes it had had."""
     seconds = np.cumsum([row["seconds"] for row in run.metrics["history"]])
     points = []
     for epoch in run.snapshots():
@@ -160,7 +161,7 @@ def measure_real(profile: str, seeds: list[int], control_seeds: list[int] | None
     result = {
         "profile": profile, "kind": "real", "config": config.to_dict(), "rule": SPREAD_RULE,
         "two_by_two": _two_by_two(arms),
-        "curve": _curve(arms[("complementary", "none")]["_runs"][0]),
+        "curve": curve(arms[("complementary", "none")]["_runs"][0]),
         "detectors": _detectors(config),
         "paper": {c: float(paper.table1().loc[c, "paper"]) for c in config.categories
                   if c in paper.table1().index},

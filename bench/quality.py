@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.evidence import markdown_real, measure_real
+from bench.evidence import curve, markdown_real, measure_real
 from maskad_core import report
 from maskad_core.comparison import format_interval
 from maskad_core.evaluate import headline_description
@@ -63,19 +63,6 @@ def _headline(metrics: dict, config) -> dict:
     rows["mean"] = {"auroc": metrics["mean"][key], "eq1": metrics["mean"]["image_auroc_eq1"],
                     "pixel_auroc": metrics["mean"]["pixel_auroc"]}
     return rows
-
-
-def _curve(run) -> list[dict]:
-    """Headline AUROC of each kept snapshot against the training minutes it had had."""
-    seconds = np.cumsum([row["seconds"] for row in run.metrics["history"]])
-    points = []
-    for epoch in run.snapshots():
-        metrics, _ = evaluate_run(run, epoch=epoch)
-        points.append({"epoch": epoch, "minutes": float(seconds[epoch - 1] / 60),
-                       "image_auroc": metrics["image_auroc"],
-                       "per_category": {c: v[f"image_auroc_{run.config.score_reduction}"]
-                                        for c, v in metrics["per_category"].items()}})
-    return points
 
 
 def _floor(config) -> dict:
@@ -122,7 +109,7 @@ def measure_profile(profile: str, seeds: list[int]) -> dict:
             "random": _headline(random_run.metrics, random_config),
             "unstandardized": _headline(plain, main_config),
             "test_masking_2x2": crossed,
-            "curve": _curve(main_run) if seed == seeds[0] else [],
+            "curve": curve(main_run) if seed == seeds[0] else [],
             "wall_minutes": (time.perf_counter() - started) / 60,
         }
     config = train_config(params)
