@@ -148,6 +148,30 @@ def seeds_auroc_interval(labels, seed_scores, level: float = 0.95,
     return float(low), float(high)
 
 
+def seeds_mean_auroc_interval(groups, level: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES,
+                              seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean over categories and training seeds of the image
+    AUROC: ``groups`` is a list of (labels (N,), scores (S, N)), one per category, the S seeds
+    scoring the same images; each resample draws every category's test images anew and averages
+    the S x categories AUROCs. With S = 1 it is :func:`mean_auroc_interval`."""
+    rng = np.random.default_rng(seed)
+    per_group = []
+    for labels, scores in groups:
+        labels_np = _labels(labels, "labels")
+        scores_np = np.atleast_2d(_scores(scores, "scores"))
+        if scores_np.ndim != 2 or scores_np.shape[1] != labels_np.shape[0]:
+            raise ValueError(f"scores must be (seeds, {labels_np.shape[0]}), got {scores_np.shape}")
+        if labels_np.all() or not labels_np.any():
+            continue
+        per_group.append(_bootstrap_aurocs(labels_np, scores_np, resamples, rng).mean(axis=0))
+    if not per_group:
+        nan = _undefined("seeds_mean_auroc_interval", "no category holds both classes")
+        return nan, nan
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(np.mean(per_group, axis=0), [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
 def mean_auroc_interval(groups, level: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES,
                         seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean over categories of the image AUROC.
@@ -157,19 +181,8 @@ def mean_auroc_interval(groups, level: float = 0.95, resamples: int = BOOTSTRAP_
     so the interval of a mean row is as wide as its categories' noise makes it. Categories with a
     single class are left out, as the mean row leaves them out.
     """
-    rng = np.random.default_rng(seed)
-    per_group = []
-    for labels, scores in groups:
-        labels_np, scores_np = _labels(labels, "labels"), _scores(scores, "scores")
-        if labels_np.all() or not labels_np.any():
-            continue
-        per_group.append(_bootstrap_aurocs(labels_np, scores_np, resamples, rng))
-    if not per_group:
-        nan = _undefined("mean_auroc_interval", "no category holds both classes")
-        return nan, nan
-    tail = (1.0 - level) / 2.0
-    low, high = np.quantile(np.mean(per_group, axis=0), [tail, 1.0 - tail])
-    return float(low), float(high)
+    return seeds_mean_auroc_interval([(labels, _scores(scores, "scores")[None]) for labels, scores in groups],
+                                     level, resamples, seed)
 
 
 def _masks_and_maps(masks, maps, metric: str) -> tuple[np.ndarray, np.ndarray]:

@@ -99,8 +99,9 @@ def _header_problem(path: Path) -> str | None:
 
 def data_fingerprint(config: TrainConfig) -> dict:
     """What identifies the data a configuration trains and is tested on, cheaply (no file is
-    read, only listed): every image file under the selected categories' train/, test/ and
-    ground_truth/ folders with its size and modification time (ns).
+    decoded): every image file under the selected categories' train/, test/ and ground_truth/
+    folders with its size and the sha256 of its bytes. Content, not modification times: a copy
+    of the same images (another disk, a fresh machine) is the same data and keeps its runs.
 
     Returns ``{"digest": sha256 hex, "files": count, "categories": {name: count}, "root": str}``;
     the digest changes when an image is added, removed, renamed or rewritten.
@@ -123,7 +124,7 @@ def data_fingerprint(config: TrainConfig) -> dict:
 
 
 def _file_entries(root: Path, category: Path) -> list[str]:
-    """'relative name<TAB>size<TAB>mtime_ns' of each image file of one category's folders."""
+    """'relative name<TAB>size<TAB>sha256' of each image file of one category's folders."""
     entries = []
     for sub in FINGERPRINT_FOLDERS:
         for folder, dirs, files in os.walk(category / sub):
@@ -132,8 +133,9 @@ def _file_entries(root: Path, category: Path) -> list[str]:
                 if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
                     continue
                 path = Path(folder) / name
-                stat = path.stat()
-                entries.append(f"{path.relative_to(root).as_posix()}\t{stat.st_size}\t{stat.st_mtime_ns}")
+                content = path.read_bytes()
+                digest = hashlib.sha256(content).hexdigest()
+                entries.append(f"{path.relative_to(root).as_posix()}\t{len(content)}\t{digest}")
     return entries
 
 

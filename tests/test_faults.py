@@ -140,7 +140,14 @@ def test_fingerprint_counts_the_files_and_changes_with_them(tmp_path):
     (root / "waves" / "train" / "good" / ".DS_Store").write_bytes(b"x")
     assert splits.data_fingerprint(config)["digest"] == first["digest"]
     image = root / "waves" / "train" / "good" / "000.png"
-    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 1))  # rewritten
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)  # a copy (new modification times, same bytes) is the same data
+    moved = splits.data_fingerprint(TrainConfig(data_root=str(copy)))
+    assert moved["digest"] == first["digest"]
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))  # touched only
+    assert splits.data_fingerprint(config)["digest"] == first["digest"]
+    pixels = bytearray(image.read_bytes())
+    image.write_bytes(bytes(pixels[:-1]) + bytes([pixels[-1] ^ 1]))  # rewritten: one byte differs
     assert splits.data_fingerprint(config)["digest"] != first["digest"]
 
 
