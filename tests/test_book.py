@@ -4,12 +4,20 @@ The book comes from the ``smoke_study`` session fixture (tests/conftest.py): the
 executed notebooks, built with ``jupyter-book build -W -n --keep-going``. Set ``MASKAD_BOOK_HTML`` to a
 built ``_build/html`` folder to check that one instead (quick, when working on the book).
 
+At a 1280 px window the pages are also checked for what a reader sees: wide tables scroll in their
+own box, the study's figures are at least 600 px wide, no traceback, raw cell (nan, None, True) or
+word about the making of the book, and one glued quantity (GLUED_QUANTITY) shows one value on every
+page that cites it. Each of these tests lists every offence, page by page.
+
 Chromium: ``apt-get install -y chromium``. Without it these tests skip on a workstation and fail in
 CI (environment variable ``CI`` set), so that a missing browser never passes silently.
 """
 
 from __future__ import annotations
 
+import ast
+import collections
+import contextlib
 import functools
 import html as html_lib
 import http.server
@@ -18,9 +26,11 @@ import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import tempfile
 import threading
+import zlib
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -42,6 +52,17 @@ BROWSER_PAGES = [
     ("book/executed-real/04_table1.html", False, True),  # the committed real-data edition
 ]
 FIGURE_DIR = "/_images/"  # where Sphinx puts the notebooks' figures (the logo lives in _static)
+WINDOW = (1280, 2000)  # Chromium's window in CSS px: the layout checks hold at this width
+MIN_FIGURE_WIDTH = 600  # CSS px: a figure of the study narrower than this on the page is too small
+MIN_TABLE_FONT = 0.8  # a table's cells keep at least this fraction of the text's font size
+# Cell text that says a value is missing or a flag leaked from a data frame, not a result.
+RAW_CELL_VALUES = ("nan", "NaN", "None", "True", "False")
+ERROR_TEXT = ("Traceback",)  # an exception's output printed into a page
+# Words about the making of the book, which a reader has no use for (all-capitals ones match case).
+PROCESS_WORDS = ("the issue that", "this round", "next round", "the work set itself",
+                 "this session", "the next session", "TODO")
+# (executed notebook, glue key): one quantity that every page citing it must show with one value.
+GLUED_QUANTITY = ("book/executed-real/04_table1.ipynb", "table1_mean_auroc")
 PROBE_ID = "maskad-probe"
 # Injected before </body> of every HTML page served to the browser: once the page, MathJax and every
 # image have finished, it writes what it found into a <pre> that --dump-dom prints.
@@ -64,6 +85,42 @@ window.addEventListener("load", async () => {
   report.mathjax_loaded = Boolean(window.MathJax && MathJax.version);
   report.resources = performance.getEntriesByType("resource").map((entry) => entry.name);
   report.text = document.body.innerText.slice(0, 100000);
+  // Layout at the window's width: the content column, its tables and figures, and its full text.
+  const article = document.querySelector("article.bd-article") || document.querySelector("main") || document.body;
+  const px = (value) => parseFloat(value) || 0;
+  const articleStyle = getComputedStyle(article);
+  report.viewport_width = window.innerWidth;
+  report.column_width = article.clientWidth - px(articleStyle.paddingLeft) - px(articleStyle.paddingRight);
+  report.font_px = px(articleStyle.fontSize);
+  const scrolls = (element) => ["auto", "scroll"].includes(getComputedStyle(element).overflowX);
+  report.tables = Array.from(article.querySelectorAll("table")).map((table) => {
+    let scroller = null;  // the table itself or an element between it and the article
+    for (let element = table; element && element !== article; element = element.parentElement) {
+      if (scrolls(element)) { scroller = element; break; }
+    }
+    const cells = Array.from(table.querySelectorAll("td, th"));
+    const first = cells.find((cell) => cell.textContent.trim());  // the first header with a text
+    return {
+      header: first ? first.textContent.trim().replace(/\\s+/g, " ").slice(0, 80) : "",
+      scroll_width: table.scrollWidth,
+      shown: table.getClientRects().length > 0,
+      scroller: scroller && {tag: scroller.tagName.toLowerCase(), class: String(scroller.className),
+                             width: scroller.getBoundingClientRect().width},
+      font_px: cells.length ? px(getComputedStyle(cells[0]).fontSize) : px(getComputedStyle(table).fontSize),
+      short_cells: cells.map((cell) => cell.textContent.trim()).filter((text) => text.length <= 8),
+    };
+  });
+  report.figures = images.filter((img) => (img.currentSrc || img.src).includes("/_images/")).map((img) => ({
+    src: img.currentSrc || img.src, natural_width: img.naturalWidth,
+    width: img.getBoundingClientRect().width, shown: img.getClientRects().length > 0,
+  }));
+  const textOf = (element) => {  // every text node, collapsed sections included; no scripts or styles
+    const copy = element.cloneNode(true);
+    copy.querySelectorAll("script, style, noscript").forEach((node) => node.remove());
+    return copy.textContent;
+  };
+  report.article_text = textOf(article);
+  report.page_text = textOf(document.body);
   const out = document.createElement("pre");
   out.id = "maskad-probe";
   out.textContent = JSON.stringify(report);
@@ -126,17 +183,26 @@ class _ProbeHandler(http.server.SimpleHTTPRequestHandler):
         return io.BytesIO(data)
 
 
-@pytest.fixture(scope="session")
-def served_book(book_html):
+@contextlib.contextmanager
+def serve(folder: Path):
+    """(base URL, request paths) of a local server of ``folder`` that injects the probe."""
     requests: list[str] = []
     handler = type("Handler", (_ProbeHandler,), {"requests": requests})
     server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(handler, directory=str(book_html)))
+        ("127.0.0.1", 0), functools.partial(handler, directory=str(folder)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", requests
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", requests
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="session")
+def served_book(book_html):
+    with serve(book_html) as served:
+        yield served
 
 
 def open_in_chromium(chromium: str, url: str) -> dict:
@@ -147,7 +213,7 @@ def open_in_chromium(chromium: str, url: str) -> dict:
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
             "--no-first-run", "--disable-extensions", f"--user-data-dir={profile}",
             "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-            "--window-size=1280,2000", "--virtual-time-budget=20000", "--dump-dom", url,
+            f"--window-size={WINDOW[0]},{WINDOW[1]}", "--virtual-time-budget=20000", "--dump-dom", url,
         ]
         completed = subprocess.run(command, capture_output=True, text=True, timeout=120)
     match = re.search(rf'<pre id="{PROBE_ID}"[^>]*>(.*?)</pre>', completed.stdout, re.S)
@@ -156,11 +222,17 @@ def open_in_chromium(chromium: str, url: str) -> dict:
     return json.loads(html_lib.unescape(match.group(1)))
 
 
+@functools.cache
+def probe(chromium: str, url: str) -> dict:
+    """open_in_chromium, once per URL in a session (several tests read the same page's report)."""
+    return open_in_chromium(chromium, url)
+
+
 # --------------------------------------------------------------------------- browser
 @pytest.mark.parametrize(("page", "has_math", "has_figures"), BROWSER_PAGES)
 def test_page_loads_with_images_and_typeset_math(chromium, served_book, page, has_math, has_figures):
     base, _ = served_book
-    report = open_in_chromium(chromium, f"{base}/{page}")
+    report = probe(chromium, f"{base}/{page}")
 
     if page == "index.html":  # the redirect must land on the root chapter
         assert report["url"].endswith("/book/intro.html"), report["url"]
@@ -191,6 +263,310 @@ def test_mathjax_is_bundled_not_fetched(book_html):
         assert not urlsplit(source).scheme, f"MathJax comes from the network: {source}"
         local = (book_html / "book" / urlsplit(source).path).resolve()
         assert local.is_file(), f"the MathJax script {source} is not in the build"
+
+
+# --------------------------------------------------------------------------- layout and text
+# What a reader sees at WINDOW's width, on BROWSER_PAGES, every page of the real-data edition and
+# every page citing GLUED_QUANTITY. Each test lists every offence on every page before failing.
+GLUE_ROLE = re.compile(r"\{glue(?::(?P<kind>text|any))?\}`(?P<body>[^`]+)`")
+
+
+@pytest.fixture(scope="session")
+def book_root(book_html) -> Path:
+    """The folder the build was made from (its book/ holds the sources and executed notebooks)."""
+    root = Path(book_html).resolve().parents[1]  # <root>/_build/html
+    return root if (root / "_toc.yml").is_file() else REPO
+
+
+def markdown_of(source: Path) -> str:
+    """A page's Markdown: a chapter's file, or the Markdown cells of an executed notebook."""
+    if source.suffix != ".ipynb":
+        return source.read_text(encoding="utf8")
+    cells = json.loads(source.read_text(encoding="utf8"))["cells"]
+    return "\n".join("".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+                     for cell in cells if cell["cell_type"] == "markdown")
+
+
+def glue_citations(text: str) -> list[tuple[str, str, str | None]]:
+    """(notebook path or "", key, format spec) of every {glue:text} and {glue} role in ``text``;
+    the format is None for {glue}, which pastes the text/plain output as it is."""
+    citations = []
+    for match in GLUE_ROLE.finditer(text):
+        doc, _, rest = match.group("body").rpartition("::")
+        if match.group("kind") == "text":
+            key, _, spec = rest.partition(":")
+            citations.append((doc, key, spec or "s"))
+        else:
+            citations.append((doc, rest, None))
+    return citations
+
+
+def pasted_text(plain: str, spec: str | None) -> str:
+    """What myst-nb pastes for a text/plain output with a format spec (myst_nb.core.variables)."""
+    if spec is None:
+        return plain
+    try:
+        value = ast.literal_eval(plain)
+    except (SyntaxError, ValueError):
+        value = plain
+    if spec[-1] == "s":
+        value = str(value)
+    elif spec[-1] in "bcdoxX":
+        value = int(value)
+    elif spec[-1] in "eEfFgGn%":
+        value = float(value)
+    return format(value, spec)
+
+
+def quantity_citations(root: Path, quantity=GLUED_QUANTITY) -> dict[str, list[str | None]]:
+    """Built page (relative .html path) -> the format specs with which its source cites ``quantity``;
+    the notebook's own page is always a key (with no spec when its Markdown does not cite it)."""
+    notebook = (root / quantity[0]).resolve()
+    pages = {Path(quantity[0]).with_suffix(".html").as_posix(): []}
+    sources = sorted(path for path in (root / "book").rglob("*")
+                     if path.suffix in (".md", ".ipynb") and not any(
+                         part.startswith(("_", ".")) for part in path.relative_to(root).parts))
+    for source in sources:
+        for doc, key, spec in glue_citations(markdown_of(source)):
+            if not doc:
+                target = source
+            elif doc.startswith("/"):
+                target = root / doc.lstrip("/")
+            else:
+                target = source.parent / doc
+            if key == quantity[1] and target.resolve() == notebook:
+                page = source.relative_to(root).with_suffix(".html").as_posix()
+                pages.setdefault(page, []).append(spec)
+    return pages
+
+
+@pytest.fixture(scope="session")
+def checked_pages(book_html, book_root) -> list[str]:
+    pages = [page for page, _, _ in BROWSER_PAGES] + ["book/reproduction_report.html"]
+    pages += sorted(path.relative_to(book_html).as_posix()
+                    for path in (book_html / "book" / "executed-real").glob("*.html"))
+    pages += sorted(quantity_citations(book_root))
+    return list(dict.fromkeys(pages))
+
+
+@pytest.fixture(scope="session")
+def page_reports(chromium, served_book, checked_pages, book_html) -> dict[str, dict]:
+    base, _ = served_book
+    missing = [page for page in checked_pages if not (book_html / page).is_file()]
+    assert not missing, f"pages to check that are not in the build: {missing}"
+    reports = {page: probe(chromium, f"{base}/{page}") for page in checked_pages}
+    for page, report in reports.items():
+        assert report["viewport_width"] == WINDOW[0], (
+            f"{page}: Chromium laid the page out {report['viewport_width']} px wide, not {WINDOW[0]}")
+    return reports
+
+
+def table_offences(page: str, report: dict) -> list[str]:
+    """Tables wider than the content column with no horizontal scroll box that fits the column
+    (a table that fits needs none), and tables whose text is shrunk below MIN_TABLE_FONT."""
+    offences = []
+    column = report["column_width"]
+    for table in report["tables"]:
+        name = f"{page}: table {table['header']!r}"
+        box = table["scroller"]
+        if table["scroll_width"] > column + 1:
+            if box is None:
+                offences.append(f"{name} is {table['scroll_width']} px wide in a column of "
+                                f"{column:.0f} px, and nothing between it and the page scrolls")
+            elif box["width"] > column + 1:
+                offences.append(f"{name}: its scroll box <{box['tag']} class={box['class']!r}> is "
+                                f"{box['width']:.0f} px wide, wider than the column ({column:.0f} px)")
+        if table["shown"] and table["font_px"] < MIN_TABLE_FONT * report["font_px"] - 0.01:
+            offences.append(f"{name}: cells at {table['font_px']:.1f} px, below "
+                            f"{MIN_TABLE_FONT:g} of the text's {report['font_px']:.1f} px")
+    return offences
+
+
+def figure_offences(page: str, report: dict) -> list[str]:
+    """Figures of the study shown narrower than MIN_FIGURE_WIDTH, with the cause: a small file, or
+    the page's CSS (or a column narrower than that)."""
+    offences = []
+    if report["column_width"] < MIN_FIGURE_WIDTH:
+        offences.append(f"{page}: the content column is only {report['column_width']:.0f} px "
+                        f"wide at {WINDOW[0]} px, so no figure can be {MIN_FIGURE_WIDTH} px wide")
+    for number, figure in enumerate(report["figures"], 1):
+        name = (f"{page}: figure {number} of {len(report['figures'])} "
+                f"({figure['src'].rpartition(FIGURE_DIR)[2]})")
+        if not figure["shown"]:
+            offences.append(f"{name} is not shown (in a collapsed section or hidden)")
+        elif figure["width"] < MIN_FIGURE_WIDTH - 0.5:
+            cause = (f"the file is only {figure['natural_width']} px wide"
+                     if figure["natural_width"] < MIN_FIGURE_WIDTH else
+                     f"the file is {figure['natural_width']} px wide: the page's CSS shrinks it")
+            offences.append(f"{name} is shown {figure['width']:.0f} px wide ({cause})")
+    return offences
+
+
+def _phrase(word: str) -> re.Pattern:
+    return re.compile(rf"(?<!\w){re.escape(word)}(?!\w)", 0 if word.isupper() else re.I)
+
+
+def text_offences(page: str, report: dict) -> list[str]:
+    """A traceback or a process word anywhere in the page's text (collapsed sections included), a
+    table cell reading just nan, None, True..."""
+    offences = []
+    for word in ERROR_TEXT + PROCESS_WORDS:
+        for match in list(_phrase(word).finditer(report["page_text"]))[:3]:
+            context = report["page_text"][max(0, match.start() - 60): match.end() + 60]
+            offences.append(f"{page}: {word!r} in ...{' '.join(context.split())}...")
+    for table in report["tables"]:
+        raw = sorted({cell for cell in table["short_cells"] if cell in RAW_CELL_VALUES})
+        if raw:
+            offences.append(f"{page}: table {table['header']!r} has cells reading {', '.join(raw)}")
+    return offences
+
+
+def _occurrences(value: str, text: str) -> int:
+    """How often ``value`` appears in ``text`` as a whole (0.794 is not in 10.7945)."""
+    return len(re.findall(rf"(?<![\w.]){re.escape(value)}(?![\w]|\.\d)", text))
+
+
+def glue_offences(plain: str, citations: dict[str, list], texts: dict[str, str]) -> list[str]:
+    """Pages (``texts``: page -> its article's text) that do not show the glued text/plain value
+    ``plain`` as each of their ``citations`` (page -> format specs) formats it; a page citing it
+    nowhere (the notebook's own) must show it in one of the formats used."""
+    every_spec = {spec for specs in citations.values() for spec in specs}
+    offences = []
+    for page, specs in citations.items():
+        text = texts[page]
+        if not specs:
+            shown = sorted({pasted_text(plain, spec) for spec in every_spec | {None}})
+            if not any(_occurrences(value, text) for value in shown):
+                offences.append(f"{page}: shows it in none of the forms {shown}")
+            continue
+        for value, wanted in collections.Counter(pasted_text(plain, spec) for spec in specs).items():
+            found = _occurrences(value, text)
+            if found < wanted:
+                offences.append(f"{page}: cites it {wanted} time(s), as {value!r}, "
+                                f"but shows {value!r} {found} time(s)")
+    return offences
+
+
+def test_wide_tables_scroll_in_their_own_container(page_reports):
+    offences = [o for page, report in page_reports.items() for o in table_offences(page, report)]
+    assert not offences, (f"tables overflow the content column at {WINDOW[0]} px:\n"
+                          + "\n".join(offences))
+
+
+def test_figures_of_the_study_are_shown_at_least_600_px_wide(page_reports):
+    offences = [o for page, report in page_reports.items() for o in figure_offences(page, report)]
+    assert not offences, (f"figures narrower than {MIN_FIGURE_WIDTH} px at {WINDOW[0]} px:\n"
+                          + "\n".join(offences))
+
+
+def test_pages_show_no_traceback_raw_cell_or_process_word(page_reports):
+    offences = [o for page, report in page_reports.items() for o in text_offences(page, report)]
+    assert not offences, ("pages show errors, raw values or words about the making of the book:\n"
+                          + "\n".join(offences))
+
+
+def test_the_glued_quantity_has_one_value_on_every_page(page_reports, book_root):
+    from maskad_core.glue import read_glue
+
+    notebook, key = GLUED_QUANTITY
+    glued = read_glue(book_root / notebook)
+    assert key in glued, f"{notebook} glues no {key!r} (GLUED_QUANTITY names a quantity it does not glue)"
+    plain = glued[key]["text/plain"]
+    citations = quantity_citations(book_root)
+    assert len(citations) >= 2, f"no page but the notebook's own cites {key} of {notebook}"
+    texts = {page: page_reports[page]["article_text"] for page in citations}
+    offences = glue_offences(plain, citations, texts)
+    assert not offences, (f"{key} of {notebook} (glued as {plain}) is not the same on every page "
+                          "that cites it:\n" + "\n".join(offences))
+
+
+# The checks themselves, on pages made to break them: each check can fail.
+def _png(width: int, height: int) -> bytes:
+    """A grey PNG of the given size (no imaging library needed)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    rows = b"".join(b"\x00" + b"\x80" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+            + chunk(b"IEND", b""))
+
+
+BAD_PAGE = """<!DOCTYPE html><html><head><style>
+body {{ margin: 0; font-size: 16px; }} article {{ width: 700px; padding: 0 10px; }}
+.scroll {{ overflow-x: auto; }} .wide {{ overflow-x: auto; width: 900px; }}
+.tiny {{ font-size: 9px; }} td {{ padding: 0 40px; white-space: nowrap; }}
+</style></head><body><nav>TODO in the menu</nav><article class="bd-article">
+<p>Traceback (most recent call last): this round of edits</p><p>A todo list is fine here.</p>
+<table><tr><th>bare</th>{cells}</tr><tr><td>nan</td><td>None</td><td>0.5</td></tr></table>
+<div class="scroll"><table><tr><th>scrolls</th>{cells}</tr><tr><td>False</td></tr></table></div>
+<div class="wide"><table><tr><th>box too wide</th>{cells}</tr></table></div>
+<table class="tiny"><tr><th>tiny</th></tr></table>
+<img src="/_images/small.png"><img src="/_images/large.png" style="width: 300px">
+<img src="/_images/fits.png" style="max-width: 100%"><img src="/_static/logo.png">
+</article></body></html>
+"""
+
+
+def test_the_checks_catch_a_page_made_to_fail_them(chromium, tmp_path):
+    (tmp_path / "_images").mkdir()
+    (tmp_path / "_static").mkdir()
+    for name, width in (("small", 400), ("large", 1200), ("fits", 1500)):
+        (tmp_path / "_images" / f"{name}.png").write_bytes(_png(width, 20))
+    (tmp_path / "_static" / "logo.png").write_bytes(_png(50, 20))
+    (tmp_path / "bad.html").write_text(BAD_PAGE.format(cells="<th>a long column</th>" * 12))
+    with serve(tmp_path) as (base, _):
+        report = open_in_chromium(chromium, f"{base}/bad.html")
+
+    assert report["viewport_width"] == WINDOW[0] and report["column_width"] == 700
+    tables = "\n".join(table_offences("bad", report))
+    assert "table 'bare' is" in tables and "nothing between it and the page scrolls" in tables
+    assert "'scrolls'" not in tables  # a wide table in a box that fits the column is fine
+    assert "table 'box too wide': its scroll box <div class='wide'> is 900 px wide" in tables
+    assert "table 'tiny': cells at 9.0 px" in tables
+    figures = figure_offences("bad", report)
+    assert figures == [  # fits.png is shown 700 px wide; the logo is no figure
+        "bad: figure 1 of 3 (small.png) is shown 400 px wide (the file is only 400 px wide)",
+        "bad: figure 2 of 3 (large.png) is shown 300 px wide (the file is 1200 px wide: "
+        "the page's CSS shrinks it)"]
+    text = "\n".join(text_offences("bad", report))
+    assert "'Traceback' in" in text and "'this round' in" in text
+    assert "'TODO' in ...TODO in the menu" in text and text.count("'TODO' in") == 1  # not "todo"
+    assert "bad: table 'bare' has cells reading None, nan\n" in text  # not 0.5
+    assert "table 'scrolls' has cells reading False" in text
+
+
+def test_glue_citations_and_their_pages(tmp_path):
+    assert glue_citations("a {glue:text}`x.ipynb::k:.3f` b {glue}`k` c {glue:text}`j` "
+                          "{glue:text}`../y.ipynb::k` {glue:md}`k`") == [
+        ("x.ipynb", "k", ".3f"), ("", "k", None), ("", "j", "s"), ("../y.ipynb", "k", "s")]
+    assert pasted_text("0.79449", ".3f") == "0.794" and pasted_text("'E2D4'", "s") == "E2D4"
+    assert pasted_text("0.7", None) == "0.7" and pasted_text("3", "d") == "3"
+
+    book = tmp_path / "book"
+    (book / "real").mkdir(parents=True)
+    (book / "cpu").mkdir()
+    notebook = {"cells": [{"cell_type": "markdown", "source": ["mean {glue:text}`k:.2f`"]},
+                          {"cell_type": "code", "source": "{glue:text}`k:.5f`", "outputs": []}]}
+    (book / "real" / "nb.ipynb").write_text(json.dumps(notebook))
+    (book / "cpu" / "nb.ipynb").write_text(json.dumps({"cells": []}))
+    (book / "chapter.md").write_text("{glue:text}`real/nb.ipynb::k:.3f` and {glue}`real/nb.ipynb::k`"
+                                     " but {glue:text}`cpu/nb.ipynb::k:.3f` {glue:text}`real/nb.ipynb::j`")
+    (book / "other.md").write_text("{glue:text}`/book/real/nb.ipynb::k:.1f`")
+    (book / "none.md").write_text("{glue:text}`cpu/nb.ipynb::k:.3f`")
+    citations = quantity_citations(tmp_path, ("book/real/nb.ipynb", "k"))
+    assert citations == {"book/real/nb.html": [".2f"], "book/chapter.html": [".3f", None],
+                         "book/other.html": [".1f"]}
+
+    texts = {"book/real/nb.html": "mean 0.79", "book/chapter.html": "0.794 and 0.79449",
+             "book/other.html": "0.8"}
+    assert glue_offences("0.79449", citations, texts) == []
+    texts.update({"book/chapter.html": "0.794 and 0.7", "book/other.html": "10.8 and 0.85"})
+    assert glue_offences("0.79449", citations, texts) == [
+        "book/chapter.html: cites it 1 time(s), as '0.79449', but shows '0.79449' 0 time(s)",
+        "book/other.html: cites it 1 time(s), as '0.8', but shows '0.8' 0 time(s)"]
+    assert glue_offences("0.79449", {"own.html": [], "a.html": [".3f"]},
+                         {"own.html": "0.795", "a.html": "0.794"}) == [
+        "own.html: shows it in none of the forms ['0.794', '0.79449']"]
 
 
 # --------------------------------------------------------------------------- static checks
