@@ -26,9 +26,9 @@ from maskad_core import paper
 from maskad_core.baselines import FLOOR_METHODS, PROBE_METHODS, evaluate_baseline
 from maskad_core.comparison import SPREAD_RULE, spread_verdict
 from maskad_core.feature_score import evaluate_feature_nn
-from maskad_core.metrics import image_auroc, seeds_auroc_interval
 from maskad_core.profiles import load_profile, train_config
 from maskad_core.run_record import evaluate_run
+from maskad_core.seeds import MEAN, arm_statistics
 from maskad_core.train import train
 
 CONTROLS = ("none", "per_image")
@@ -43,22 +43,15 @@ def _arm(params, masking: str, control: str, seeds) -> dict:
     runs = [train(train_config(params, seed=seed, masking=masking, image_standardization=control),
                   quiet=True) for seed in seeds]
     reduction = runs[0].config.score_reduction
-    frames = [run.scores.sort_values("path").reset_index(drop=True) for run in runs]
+    frames = [run.scores for run in runs]
     features = [evaluate_feature_nn(run) for run in runs]  # beyond the paper, same weights
-    feature_frames = [frame.sort_values("path").reset_index(drop=True) for _, frame in features]
+    feature_frames = [frame for _, frame in features]
+    statistics = {name: arm_statistics(source, column) for name, column, source in (
+        ("auroc", f"score_{reduction}", frames), ("eq1", "score_eq1", frames),
+        ("features", f"score_{reduction}", feature_frames))}
     per_category = {}
-    for category in frames[0].category.unique():
-        entry = {}
-        for name, column, source in (("auroc", f"score_{reduction}", frames),
-                                     ("eq1", "score_eq1", frames),
-                                     ("features", f"score_{reduction}", feature_frames)):
-            rows = [frame[frame.category == category] for frame in source]
-            labels = rows[0].label.to_numpy().astype(bool)
-            scores = np.stack([r[column].to_numpy() for r in rows])
-            values = [image_auroc(labels, row) for row in scores]
-            entry[name] = {"seeds": values, "mean": float(np.mean(values)),
-                           "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-                           "ci": list(seeds_auroc_interval(labels, scores))}
+    for category in (c for c in statistics["auroc"] if c != MEAN):
+        entry = {name: stats[category].to_dict() for name, stats in statistics.items()}
         entry["pixel_auroc"] = float(np.mean([run.metrics["per_category"][category]["pixel_auroc"]
                                               for run in runs]))
         per_category[category] = entry

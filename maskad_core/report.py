@@ -31,7 +31,7 @@ from maskad_core.synthetic import MARKER_NAME
 
 def setup_notebook():
     """Quiet a notebook and return pyplot: runs print no progress bars and the LPIPS warning is
-    reported by the training notebook instead; figures at 80 dpi keep the book's pages small."""
+    reported by the training notebook instead; figures.STYLE sizes figures for the book's column."""
     import warnings
 
     import matplotlib.pyplot as plt
@@ -39,7 +39,9 @@ def setup_notebook():
     warnings.filterwarnings("ignore", message="IProgress not found")
     warnings.filterwarnings("ignore", message="LPIPS disabled")
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
-    plt.rcParams.update({"figure.dpi": 80, "savefig.dpi": 80})
+    from maskad_core.figures import STYLE
+
+    plt.rcParams.update(STYLE)
     return plt
 
 
