@@ -92,6 +92,8 @@ def test_training_stages_are_initial_then_the_kept_epochs():
 def test_setup_notebook_sets_the_books_figure_resolution():
     plt = report.setup_notebook()
     assert plt.rcParams["figure.dpi"] == 80 and plt.rcParams["savefig.dpi"] == 80
+    assert plt.rcParams["figure.figsize"][0] * 80 >= 700  # figures fill the book's column
+    assert plt.rcParams["font.size"] >= 10
 
 
 # --------------------------------------------------------------------------- notebook 01
@@ -147,49 +149,6 @@ def test_defect_visibility_copies_visible_defects_through(data_root):
 
 
 # --------------------------------------------------------------------------- notebook 04
-def _metrics_table(categories, auroc):
-    rows = {c: {"n_test": 10, "image_auroc_mean": a - 0.1, "image_auroc_max": a, "image_auroc_topk": a,
-                "image_auroc_eq1": a - 0.2, "pixel_auroc": 0.9, "pixel_aupro": 0.8, "pixel_note": "",
-                "image_auroc_max_ci": [a - 0.03, a + 0.03]}
-            for c, a in zip(categories, auroc, strict=True)}
-    frame = pd.DataFrame.from_dict(rows, orient="index")
-    frame.loc["mean"] = frame.mean(numeric_only=True)
-    frame.loc["mean", "pixel_note"] = ""
-    frame.loc["mean", "image_auroc_max_ci"] = None
-    frame.loc["mean", "n_test"] = 10 * len(categories)
-    return frame
-
-
-def test_table1_beside_the_paper_only_for_mvtec_categories():
-    config = profiles.train_config(profiles.load_profile("mvtec"), categories=["bottle", "screw"])
-    ours, random = _metrics_table(["bottle", "screw"], [0.9, 0.6]), _metrics_table(["bottle", "screw"], [0.8, 0.5])
-    frame = comparison.table1_frame(ours, random, comparable=True)
-    assert list(frame.columns) == ["n_test", comparison.OURS, comparison.OURS_INTERVAL, comparison.OURS_EQ1,
-                                   comparison.RANDOM, comparison.RANDOM_INTERVAL, comparison.VERDICT,
-                                   "paper: MKD", "paper: U-Net", "paper: DAGAN", "paper: paper"]
-    assert frame.loc["bottle", comparison.OURS_INTERVAL] == "[0.870, 0.930]"
-    assert frame.loc["bottle", comparison.OURS_EQ1] == pytest.approx(0.7)
-    assert frame[comparison.VERDICT].to_dict() == {"bottle": "higher", "screw": "higher", "mean": "-"}
-    assert frame.loc["bottle", "paper: paper"] == 0.993 and frame.loc["screw", "paper: paper"] == 0.804
-    assert frame.loc["mean", "paper: paper"] == pytest.approx((0.993 + 0.804) / 2)
-    sentence = comparison.table1_comparability(config, frame, comparable=True)
-    assert "directly comparable" in sentence and "on 2 of the 15 categories" in sentence
-    gaps = comparison.table1_gap_statement(config, frame, comparable=True)
-    assert "bottle -0.093, screw -0.204" in gaps and "1000 epochs at 224 px" in gaps
-
-
-def test_table1_on_synthetic_data_says_it_is_not_comparable():
-    config = profiles.train_config(profiles.load_profile("smoke"))
-    ours, random = _metrics_table(["brick", "screw"], [0.7, 0.5]), _metrics_table(["brick", "screw"], [0.6, 0.5])
-    frame = comparison.table1_frame(ours, random, comparable=False)
-    assert list(frame.columns) == ["n_test", comparison.OURS, comparison.OURS_INTERVAL, comparison.OURS_EQ1,
-                                   comparison.RANDOM, comparison.RANDOM_INTERVAL, comparison.VERDICT]
-    assert "NOT comparable" in comparison.table1_comparability(config, frame, comparable=False)
-    gap = comparison.table1_gap_statement(config, frame, comparable=False)
-    assert "mean image AUROC of 0.895" in gap and "This study's 0.600" in gap
-    assert "measure different things" in gap
-
-
 def test_interval_verdicts_need_separated_intervals():
     assert comparison.interval_verdict([0.9, 0.95], [0.8, 0.89]) == "higher"
     assert comparison.interval_verdict([0.7, 0.8], [0.81, 0.9]) == "lower"
@@ -199,19 +158,6 @@ def test_interval_verdicts_need_separated_intervals():
     assert comparison.format_interval([float("nan"), float("nan")]) == "-"
 
 
-def test_reduction_and_pixel_frames():
-    ours, random = _metrics_table(["a", "b"], [0.7, 0.5]), _metrics_table(["a", "b"], [0.6, 0.4])
-    frame = comparison.reduction_frame({"complementary": ours, "random": random})
-    assert list(frame.columns) == [f"{m}: {r}" for m in ("complementary", "random")
-                                   for r in ("mean", "max", "topk", "eq1")]
-    assert frame.loc["a", "random: max"] == pytest.approx(0.6)
-    assert frame.loc["a", "random: eq1"] == pytest.approx(0.4)
-    pixels = comparison.pixel_frame(ours, random)
-    assert list(pixels.columns) == ["pixel AUROC (complementary)", "AUPRO (complementary)",
-                                    "pixel AUROC (random)", "AUPRO (random)", "note"]
-
-
-# --------------------------------------------------------------------------- notebook 05
 def test_table2_grid_has_the_papers_shape_with_nan_where_not_run():
     results = {("E2D4", 0.75): 0.8, ("E2D2", 0.5): 0.6}
     grid = report.table2_grid(results)
@@ -244,22 +190,6 @@ def test_histogram_statistics_per_category():
     assert statistics.loc["a", "base_rate"] == 0.5
 
 
-def test_floor_frame_says_whether_the_model_clears_each_floor():
-    ours = _metrics_table(["bottle", "screw"], [0.9, 0.6])
-
-    def floor(values, widths):
-        rows = {c: {"image_auroc_max": v, "image_auroc_max_ci": [v - w, v + w]}
-                for c, v, w in zip(["bottle", "screw"], values, widths, strict=True)}
-        return {"per_category": rows, "mean": {"image_auroc_max": sum(values) / 2}}
-
-    frame = comparison.floor_frame(ours, {"gaussian": floor([0.98, 0.4], [0.01, 0.05]),
-                                      "nn": floor([0.88, 0.62], [0.03, 0.05])})
-    assert frame["ours vs gaussian"].to_dict() == {"bottle": "below it", "screw": "clears it", "mean": "-"}
-    assert frame["ours vs nn"].to_dict() == {"bottle": "not resolved", "screw": "not resolved", "mean": "-"}
-    assert frame.loc["mean", "floor: gaussian"] == pytest.approx(0.69)
-    assert frame.loc["screw", "floor: nn: 95% interval"] == "[0.570, 0.670]"
-
-
 def test_the_spread_rule_names_a_difference_only_beyond_both_spreads():
     from maskad_core.comparison import spread_verdict
 
@@ -283,14 +213,3 @@ def test_mvtec_rows_beside_other_real_data_are_labelled_each_for_what_it_is(tmp_
     assert "MVTec AD bottle (official test split)" in described
     assert "kolektor_sdd (not MVTec AD: outside the paper's Table 1)" in described
     assert report.data_label(config) == "MVTec AD and other real data"
-
-    frame = comparison.table1_frame(_metrics_table(["bottle", "kolektor_sdd"], [0.9, 0.7]),
-                                    _metrics_table(["bottle", "kolektor_sdd"], [0.8, 0.6]),
-                                    comparable=True)
-    assert math.isnan(frame.loc["kolektor_sdd", "paper: paper"])
-    sentence = comparison.table1_comparability(config, frame, comparable=True)
-    assert "The rows kolektor_sdd are not MVTec AD" in sentence
-    gap = comparison.table1_gap_statement(config, frame, comparable=True)
-    bottle = paper.table1().loc["bottle", "paper"]
-    assert f"default score: bottle {0.9 - bottle:+.3f}" in gap
-    assert f"eq. 1: bottle {0.7 - bottle:+.3f}" in gap  # both scores named, each with its gap
