@@ -46,7 +46,9 @@ BOOK_SOURCES = REPO / "book"
 BROWSER_PAGES = [
     ("index.html", True, False),
     ("book/paper.html", True, False),
-    ("book/reproduction_report.html", False, False),
+    ("book/reproduction_report.html", False, True),  # built on the real edition, with its figure
+    ("book/real.html", False, False),
+    ("book/lab.html", False, False),
     ("book/executed/04_table1.html", False, True),
     ("book/executed/06_figure3_histograms.html", False, True),
     ("book/executed-real/04_table1.html", False, True),  # the committed real-data edition
@@ -62,7 +64,7 @@ ERROR_TEXT = ("Traceback",)  # an exception's output printed into a page
 PROCESS_WORDS = ("the issue that", "this round", "next round", "the work set itself",
                  "this session", "the next session", "TODO")
 # (executed notebook, glue key): one quantity that every page citing it must show with one value.
-GLUED_QUANTITY = ("book/executed-real/04_table1.ipynb", "table1_mean_auroc")
+GLUED_QUANTITY = ("book/executed-real/04_table1.ipynb", "t1_mean_mean")
 PROBE_ID = "maskad-probe"
 # Injected before </body> of every HTML page served to the browser: once the page, MathJax and every
 # image have finished, it writes what it found into a <pre> that --dump-dom prints.
