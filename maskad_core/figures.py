@@ -233,10 +233,10 @@ def reconstructions_figure(images, titles, stages, outputs, final_maps, standard
             axes[row, -1].set_title(f"z, max {float(standardized[row].max()):.1f}", fontsize=9)
     for axis in axes.ravel():
         axis.axis("off")
-    fig.tight_layout(rect=(0, 0, 0.88, 1))
-    fig.colorbar(heat, cax=fig.add_axes((0.89, 0.1, 0.012, 0.8)), label="error (from 0)")
+    fig.tight_layout(rect=(0, 0, 0.8, 1))
+    fig.colorbar(heat, cax=fig.add_axes((0.81, 0.1, 0.012, 0.8)), label="error (from 0)")
     if zheat is not None:
-        fig.colorbar(zheat, cax=fig.add_axes((0.95, 0.1, 0.012, 0.8)), label="z-score (from 0)")
+        fig.colorbar(zheat, cax=fig.add_axes((0.91, 0.1, 0.012, 0.8)), label="z-score (from 0)")
     return fig
 
 
@@ -298,7 +298,8 @@ def roc_figure(curves: dict, title: str):
     for category, (fpr, tpr, auroc) in curves.items():
         axis.plot(fpr, tpr, lw=1.4, color=colors[category], label=f"{category} ({auroc:.2f})")
     axis.plot([0, 1], [0, 1], color="grey", ls="--", lw=0.8)
-    axis.set_aspect("equal")
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, 1.01)
     axis.set_xlabel("false positive rate")
     axis.set_ylabel("true positive rate")
     axis.set_title(title)
@@ -316,7 +317,8 @@ def plateau_figure(plateau, title: str):
     colors = category_colors(labels)
     for label, part in plateau.groupby("loss", sort=False):
         axis.plot(part["step"], part["recon_std"], marker="o", label=label, color=colors[label])
-    axis.plot(plateau["step"], plateau["image_std"], color="grey", ls="--", label="the images")
+    images = plateau.groupby("step")["image_std"].mean()
+    axis.plot(images.index, images.to_numpy(), color="grey", ls="--", label="the images")
     axis.set_xlabel("optimiser step")
     axis.set_ylabel("spatial std of the output")
     axis.set_ylim(bottom=0)

@@ -176,3 +176,110 @@ def provenance(quality: dict | None, profile: str) -> str:
                   if "provenance" in p]
     parts.append(f"profile {profile!r}")
     return "; ".join(parts)
+
+
+# --------------------------------------------------------------------------- training x test masking
+MASKINGS_2X2 = ("complementary", "random")
+
+
+def masking_2x2_stats(profile: dict) -> dict:
+    """{(trained, tested): (mean, std over seeds, n seeds)} of the mean image AUROC (default score)
+    of a quality-record section: the real-data section's ``two_by_two`` (means and standard
+    deviations over its seeds) or a generated-set section's per-seed ``test_masking_2x2``."""
+    import numpy as np
+
+    out = {}
+    if "two_by_two" in profile:
+        seeds = len(next(iter(profile.get("arms", {}).values()), {}).get("seeds", [])) or 1
+        for trained, row in profile["two_by_two"].items():
+            for tested in MASKINGS_2X2:
+                out[(trained, tested)] = (float(row[tested]), float(row.get(f"{tested}_std", 0.0)),
+                                          seeds)
+        return out
+    per_seed = [s["test_masking_2x2"] for s in profile["seeds"].values() if "test_masking_2x2" in s]
+    for trained in MASKINGS_2X2:
+        for tested in MASKINGS_2X2:
+            values = np.array([s[trained][tested] for s in per_seed], dtype=float)
+            out[(trained, tested)] = (float(values.mean()),
+                                      float(values.std(ddof=1)) if values.size > 1 else 0.0,
+                                      int(values.size))
+    return out
+
+
+def masking_2x2_frame(stats: dict) -> pd.DataFrame:
+    """The 2x2 as text for a page: rows trained with, columns tested with, 'mean ± std' (3 decimals;
+    the mean alone where one seed)."""
+    rows = {}
+    for (trained, tested), (mean, std, seeds) in stats.items():
+        rows.setdefault(f"trained with {trained}", {})[f"tested with {tested}"] = (
+            f"{mean:.3f} ± {std:.3f}" if seeds > 1 else f"{mean:.3f}")
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.index.name = "mean image AUROC"
+    return frame
+
+
+def _stats_verdict(first: tuple, second: tuple) -> str:
+    """comparison.SPREAD_RULE applied to (mean, std, seeds) pairs: 'higher', 'lower' or 'level'."""
+    (a, a_std, _), (b, b_std, _) = first, second
+    if a - a_std > b + b_std:
+        return "higher"
+    if a + a_std < b - b_std:
+        return "lower"
+    return "level"
+
+
+def masking_2x2_sentence(stats: dict, data: str) -> str:
+    """What a 2x2 shows, in words: for each trained model, the change from testing with random to
+    testing with complementary views, and (where several seeds exist) whether it is beyond the seed
+    spread (comparison.SPREAD_RULE)."""
+    parts = []
+    seeds = max(s for _, _, s in stats.values())
+    for trained in MASKINGS_2X2:
+        comp, rand = stats[(trained, "complementary")], stats[(trained, "random")]
+        difference = comp[0] - rand[0]
+        text = (f"for the model trained with {trained} masking, testing with complementary views "
+                f"instead of random ones changes the mean image AUROC by {difference:+.3f} "
+                f"({comp[0]:.3f} against {rand[0]:.3f})")
+        if seeds > 1:
+            verdict = _stats_verdict(comp, rand)
+            text += (", beyond the spread of its " + str(comp[2]) + " seeds" if verdict != "level"
+                     else ", within the spread of its " + str(comp[2]) + " seeds")
+        parts.append(text)
+    same = stats[("complementary", "complementary")][0] - stats[("random", "complementary")][0]
+    sentence = (f"On {data}, " + "; ".join(parts) + ". Tested the same way (complementary views), "
+                f"the two trained models differ by {same:+.3f} (complementary-trained minus "
+                f"random-trained).")
+    return sentence[0].upper() + sentence[1:]
+
+
+def real_arms_frame(profile: dict) -> pd.DataFrame:
+    """The real-data section of the quality record as text for a page: per category, the default
+    score of each arm (training masking | image standardisation control) as 'mean ± std' over its
+    seeds, and eq. 1 of the main arm."""
+    arms = profile["arms"]
+    categories = list(next(iter(arms.values()))["per_category"])
+    rows = {}
+    for category in categories:
+        row = {}
+        for key, arm in arms.items():
+            masking, control = key.split("|")
+            label = f"{masking} masking" + ("" if control == "none" else f", {control} control")
+            entry = arm["per_category"][category]["auroc"]
+            row[label] = f"{entry['mean']:.3f} ± {entry['std']:.3f}"
+        main = arms.get("complementary|none")
+        if main is not None:
+            eq1 = main["per_category"][category]["eq1"]
+            row["complementary masking, eq. 1"] = f"{eq1['mean']:.3f} ± {eq1['std']:.3f}"
+        rows[category] = row
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.index.name = "category"
+    return frame
+
+
+def real_description(profile: dict) -> str:
+    """What the real-data section measured, in one line (data, size, budget, seeds, machine)."""
+    config, machine = profile["config"], profile["machine"]
+    seeds = next(iter(profile["arms"].values()))["seeds"]
+    return (f"{', '.join(config['categories'])} at {config['image_size']} px, {config['epochs']} "
+            f"epochs, training seeds {', '.join(map(str, seeds))}; measured {profile['date']} with "
+            f"`{profile['command']}` on {machine['cpu']} ({machine['cores']} cores)")
