@@ -80,6 +80,9 @@ class StudyResult:
 
 
 # --------------------------------------------------------------------------- notebooks
+KERNEL_ENV = ("PYTHONPATH", "PYTHONWARNINGS")  # set for the notebooks' kernels, restored after
+IPROGRESS_WARNING = "ignore:IProgress not found"
+
 def notebooks_dir(root: Path | None = None) -> Path:
     return Path(root or SOURCE_ROOT) / "notebooks"
 
@@ -164,9 +167,12 @@ def execute_notebook(
     declared = notebook_parameters(source)
     passed = {key: value for key, value in params.items() if key in declared}
     output.parent.mkdir(parents=True, exist_ok=True)
-    env_before = os.environ.get("PYTHONPATH")
+    env_before = {name: os.environ.get(name) for name in KERNEL_ENV}
     # The kernel imports this very package, wherever the notebooks were staged.
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SOURCE_ROOT), env_before]))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SOURCE_ROOT), env_before["PYTHONPATH"]]))
+    # tqdm.auto (imported by a dependency) warns on import without ipywidgets: a line of noise
+    # on every page, since the notebooks show no progress bars
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [IPROGRESS_WARNING, env_before["PYTHONWARNINGS"]]))
     try:
         papermill.execute_notebook(
             read_notebook(source), str(output), parameters=passed, kernel_name=kernel_name,
@@ -182,10 +188,11 @@ def execute_notebook(
             notebook=source.stem, cell_index=error.cell_index,
         ) from None
     finally:
-        if env_before is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = env_before
+        for name, value in env_before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     keep_one_copy_of_glued_figures(output)
     return output
 

@@ -65,6 +65,9 @@ def test_every_notebook_ran_clean_and_states_its_provenance(smoke_study, name):
     errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors
+    stderr = [o["text"] for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.get("output_type") == "stream" and o.get("name") == "stderr"]
+    assert not any("IProgress not found" in text for text in stderr)  # no import noise on a page
     assert notebook.metadata["papermill"]["parameters"]["profile"] == "smoke"
     provenance = glue(smoke_study, name, f"nb{name[:2]}_provenance")
     fragments = ("not MVTec AD", "32 px", "seed 0", "hardware: ", "profile 'smoke'")
