@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+
 def format_interval(interval) -> str:
     """"[0.912, 0.987]", or "-" where there is none (a mean row, or one class only)."""
     if not isinstance(interval, (list, tuple)) or not all(np.isfinite(interval)):
