@@ -26,8 +26,8 @@ def declared(name: str) -> dict:
     return study.notebook_parameters(study.notebook_source(name))
 
 
-def test_profiles_are_the_five_named_ones():
-    assert profiles.profile_names() == ["smoke", "cpu", "mvtec", "real", "paper"]
+def test_profiles_are_the_six_named_ones():
+    assert profiles.profile_names() == ["smoke", "cpu", "mvtec", "real", "paper", "lab"]
     for name in profiles.profile_names():
         assert profiles.profile_description(name)
 
