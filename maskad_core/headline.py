@@ -268,7 +268,10 @@ def glue_values(h: Headline, *, comparable: bool, prefix: str = "t1") -> dict[st
         values[f"{prefix}_{category}_eq1_vs_paper"] = compare(h.ours_eq1[category], printed)
     values[f"{prefix}_default_vs_eq1"] = compare(h.ours[MEAN], h.ours_eq1[MEAN])
     values[f"{prefix}_mean_vs_chance"] = compare(h.ours[MEAN], 0.5)
-    return values
+    # plain Python numbers: a glued numpy scalar reads back as "np.float64(...)", not a number
+    return {name: (float(v) if isinstance(v, (float, np.floating)) else
+                   int(v) if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else v)
+            for name, v in values.items()}
 
 
 def reduction_frame(h: Headline) -> pd.DataFrame:

@@ -132,5 +132,7 @@ def test_floor_and_glue_values_apply_the_rule_and_name_the_scores():
     statement = values["t1_gap_statement"]
     assert "default score" in statement and "eq. 1" in statement and "bottle" in statement
     assert "gadget" not in statement  # outside the paper: no gap stated
+    for name, value in values.items():  # plain Python values: they read back as numbers
+        assert type(value) in (int, float, str), (name, type(value))
     control = headline.glue_values(h, comparable=True, prefix="t1c")
     assert "t1c_bottle_mean" in control and not any(k.startswith("t1_") for k in control)
