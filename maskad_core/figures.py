@@ -88,6 +88,16 @@ def closed_form_figure(ks, ratios, frame, fine_ratios, surface, num_patches: int
     return fig
 
 
+def _maps_with_one_colorbar(fig, axes, heat, title: str, label: str, *, right: float, height: float):
+    """Panels without axes, the title, and ONE colour bar at the right for maps drawn on one scale."""
+    for axis in axes:
+        axis.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0, right, 1))
+    fig.colorbar(heat, cax=fig.add_axes((right + 0.01, 0.12, 0.015, height)), label=label)
+    return fig
+
+
 def defect_examples_figure(shown, examples, title: str):
     """Per example row: the image with its defect outlined, the visible part under random masking,
     and the raw squared error of both maskings on one colour scale from 0 (one shared colour bar)."""
@@ -108,13 +118,8 @@ def defect_examples_figure(shown, examples, title: str):
         axes[row, 2].set_title("error, random masking", fontsize=10)
         axes[row, 3].imshow(_array(complementary_map), cmap="inferno", vmin=0, vmax=vmax)
         axes[row, 3].set_title("error, complementary", fontsize=10)
-    for axis in axes.ravel():
-        axis.axis("off")
-    fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0, 0.9, 1))
-    bar_axis = fig.add_axes((0.91, 0.12, 0.015, 0.72))
-    fig.colorbar(heat, cax=bar_axis, label="squared error (shared scale, from 0)")
-    return fig
+    return _maps_with_one_colorbar(fig, axes.ravel(), heat, title, "squared error (shared scale, from 0)",
+                                   right=0.9, height=0.72)
 
 
 def masking_bars_figure(comparison, title: str, ylabel: str):
@@ -174,13 +179,7 @@ def random_vs_complementary_reconstruction(image, defect, random_recon, compleme
     if defect is not None:
         for axis in axes[3:]:
             axis.contour(_array(defect), levels=[0.5], colors="cyan", linewidths=0.6)
-    for axis in axes:
-        axis.axis("off")
-    fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0, 0.91, 1))
-    bar_axis = fig.add_axes((0.92, 0.12, 0.015, 0.66))
-    fig.colorbar(heat, cax=bar_axis, label="(x - y)², shared")
-    return fig
+    return _maps_with_one_colorbar(fig, axes, heat, title, "(x - y)², shared", right=0.91, height=0.66)
 
 
 def loss_components_figure(history, title: str):

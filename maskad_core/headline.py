@@ -175,7 +175,7 @@ def gap_statement(h: Headline, *, comparable: bool) -> str:
     text = "; ".join(f"{c} {d:+.3f} with the study's default score, {e:+.3f} with the paper's eq. 1"
                      for c, (d, e) in gaps.items())
     return (f"Ours minus the paper's Table 1 (mean over {len(h.seeds)} training seeds): {text}. The "
-            "budget differs from the paper's (see the settings above) and the paper leaves the loss "
+            "budget differs from the paper's (the settings are stated with the table) and the paper leaves the loss "
             "weights, widths and schedule open; how much of each gap those differences explain was "
             "not measured here.")
 
