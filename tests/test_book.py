@@ -767,11 +767,8 @@ def test_glued_values_are_read_back(book_extension, tmp_path):
     assert book_extension.read_glue(path) == {"auroc": 0.75, "cell": "E2D4@0.75"}
 
 
-def test_comparison_words_come_from_the_intervals(book_extension):
-    assert book_extension._interval("'[0.704, 0.890]'") == (0.704, 0.89)
-    assert book_extension._interval("-") is None
-    assert book_extension._interval_words("'higher'") == "higher than"
-    assert book_extension._interval_words("not resolved").startswith("not resolved")
-    assert book_extension._against_chance((0.52, 0.7)) == "above"
-    assert book_extension._against_chance((0.45, 0.7)).startswith("not distinguishable")
-    assert book_extension._against_value((0.7, 0.8), 0.895) == "lower than"
+def test_the_report_takes_its_one_seed_rule_from_the_code(book_extension, tmp_path):
+    """The comparison words are glued by the notebooks (maskad_core.headline); the extension only
+    quotes the one-seed rule, read from the code, so the glossary cannot drift from it."""
+    rule = book_extension._module_constant("headline", "INTERVAL_RULE")
+    assert "95% bootstrap intervals" in rule and "level" in rule

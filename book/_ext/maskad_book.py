@@ -395,42 +395,12 @@ def read_glue(notebook) -> dict[str, Any]:
     return values
 
 
-def _interval(text) -> tuple[float, float] | None:
-    """"[0.704, 0.890]" (a glued interval) -> (0.704, 0.89); None for "-" or anything else."""
-    match = re.fullmatch(r"\[([0-9.]+), ([0-9.]+)\]", str(text).strip("'\""))
-    return (float(match.group(1)), float(match.group(2))) if match else None
-
-
-def _interval_words(verdict: str) -> str:
-    """The Table 1 verdict of two 95% intervals as words of the report."""
-    return {"higher": "higher than", "lower": "lower than"}.get(
-        str(verdict).strip("'\""), "not resolved (their 95% intervals overlap) against")
-
-
-def _against_value(interval, value: float, above: str = "higher than", below: str = "lower than") -> str:
-    """Where a fixed value (chance, the paper's printed mean) lies against our 95% interval."""
-    if interval is None:
-        return "not decided (no interval) against"
-    if interval[0] > value:
-        return above
-    if interval[1] < value:
-        return below
-    return "not distinguishable (its 95% interval holds the value) from"
-
-
-def _against_chance(interval) -> str:
-    return _against_value(interval, 0.5, above="above", below="below")
-
-
 def study_substitutions(srcdir: str) -> tuple[dict[str, str], list[str]]:
     """Comparison words for the reproduction report, computed from the executed notebooks' glue.
 
     The numbers themselves are pasted with ``{glue:text}``; these substitutions only say how they
     compare (e.g. "higher than"), so that the prose stays true whatever profile produced them.
     """
-
-    from maskad_core import paper
-
     folder = Path(srcdir).joinpath(*EXECUTED_DIR)
     glue: dict[str, dict[str, Any]] = {}
     problems = []
@@ -554,7 +524,9 @@ def edition_status(app: Sphinx, config) -> str:
     from maskad_core.edition import read_edition, staleness_message
 
     messages, stale = [], False
-    for executed in sorted((Path(app.srcdir) / "book").glob("executed*")):
+    # the real edition leads the book, the generated-set lab (book/executed) comes last
+    editions = sorted((Path(app.srcdir) / "book").glob("executed*"), key=lambda p: (p.name == "executed", p.name))
+    for executed in editions:
         parts = stale_parts(executed, Path(app.srcdir) / "notebooks")
         messages.append(staleness_message(parts, read_edition(executed)))
         stale = stale or parts is None or bool(parts)
