@@ -80,11 +80,10 @@ class Headline:
     ours: dict[str, SeedStatistic]        # the default score, complementary masking
     ours_eq1: dict[str, SeedStatistic]    # the paper's eq. 1, same models
     random: dict[str, SeedStatistic]      # the default score, random masking (vanilla MAE)
-    random_eq1: dict[str, SeedStatistic]
     pixel: dict[str, SeedStatistic]
     random_pixel: dict[str, SeedStatistic]
     detectors: dict[str, dict[str, DetectorResult]]
-    runs: list = dataclasses.field(repr=False, default_factory=list)
+    ours_runs: list = dataclasses.field(repr=False, default_factory=list)  # one per seed
 
     @property
     def categories(self) -> list[str]:
@@ -96,8 +95,7 @@ class Headline:
         return [c for c in self.categories if c in paper.table1().index]
 
 
-def measure(config: TrainConfig, seeds: Sequence[int], *, comparable: bool,
-            detectors: bool = True) -> Headline:
+def measure(config: TrainConfig, seeds: Sequence[int], *, detectors: bool = True) -> Headline:
     """Train (or re-use) complementary and random masking for every seed, score both with the
     default score and eq. 1, and fit the training-free detectors on the same images."""
     reduction = config.score_reduction
@@ -112,10 +110,9 @@ def measure(config: TrainConfig, seeds: Sequence[int], *, comparable: bool,
         ours=arm_statistics(ours_frames, f"score_{reduction}"),
         ours_eq1=arm_statistics(ours_frames, "score_eq1"),
         random=arm_statistics(random_frames, f"score_{reduction}"),
-        random_eq1=arm_statistics(random_frames, "score_eq1"),
         pixel=pixel_auroc_over_seeds(ours_runs), random_pixel=pixel_auroc_over_seeds(random_runs),
         detectors=detector_results(config) if detectors else {},
-        runs=[*ours_runs, *random_runs])
+        ours_runs=ours_runs)
 
 
 def _paper_value(category: str, comparable: bool) -> float | None:
@@ -277,7 +274,7 @@ def glue_values(h: Headline, *, comparable: bool, prefix: str = "t1") -> dict[st
 def reduction_frame(h: Headline) -> pd.DataFrame:
     """Image AUROC (mean ± seed std) of the complementary-mask models with each reduction of the
     default map (mean, max, top-k) and with eq. 1: which image score the study reports, and why."""
-    frames = [run.scores for run in h.runs[:len(h.seeds)]]
+    frames = [run.scores for run in h.ours_runs]
     columns = {"mean of the map": "score_mean", "max of the map": "score_max",
                "top-k mean of the map": "score_topk", "eq. 1 (paper's score)": "score_eq1"}
     stats = {label: arm_statistics(frames, column) for label, column in columns.items()

@@ -100,7 +100,7 @@ def _headline(categories=("bottle", "gadget")) -> headline.Headline:
                  "brightness": {c: DetectorResult(0.5, (0.4, 0.6), np.nan) for c in categories}}
     return headline.Headline(
         config=TrainConfig(), seeds=[0, 1, 2], n_test={c: 50 for c in categories},
-        ours=arm(0.90), ours_eq1=arm(0.65), random=arm(0.70), random_eq1=arm(0.6),
+        ours=arm(0.90), ours_eq1=arm(0.65), random=arm(0.70),
         pixel={"bottle": _stat([0.7, 0.71, 0.72])}, random_pixel={"bottle": _stat([0.6, 0.6, 0.61])},
         detectors=detectors)
 
