@@ -1,6 +1,7 @@
 """The study's comparison words, computed from intervals or seed spreads, never from a tolerance:
-:func:`interval_verdict` (two 95% intervals) and :func:`spread_verdict` (SPREAD_RULE, over training
-seeds); maskad_core.headline applies them to the book's tables.
+:func:`interval_verdict` (two 95% intervals), :func:`spread_verdict` (SPREAD_RULE, over training
+seeds) and :func:`seeds_verdict` (SEEDS_RULE: both must separate); maskad_core.headline applies them
+to the book's tables.
 """
 
 from __future__ import annotations
@@ -50,3 +51,22 @@ def spread_verdict(first, second) -> str:
     if a + a_spread < b - b_spread:
         return "lower"
     return "level"
+
+
+# The book's rule over several seeds. The spread alone is too loose when the seeds agree (a spread
+# of 0.001 would call 0.471 against 0.465 "higher" although the test images cannot tell them apart);
+# the intervals alone ignore what a new seed would change. A word needs both.
+SEEDS_RULE = ("higher (or lower) only when both separate the two: the seed spread (the mean minus "
+              "one standard deviation over training seeds of one lies above the mean plus one "
+              "standard deviation of the other) and the test images (the two 95% bootstrap "
+              "intervals do not overlap); otherwise level")
+
+
+def seeds_verdict(first, first_interval, second, second_interval) -> str:
+    """"higher", "lower" or "level" by SEEDS_RULE: ``first`` and ``second`` are numbers or values
+    over seeds, each with its 95% interval (a number's interval is the number itself)."""
+    by_spread = spread_verdict(first, second)
+    by_interval = interval_verdict(list(first_interval), list(second_interval))
+    if by_spread == "-" or by_interval == "-":
+        return "-"
+    return by_spread if by_spread == by_interval else "level"

@@ -17,7 +17,14 @@ import numpy as np
 import pandas as pd
 
 from maskad_core import paper
-from maskad_core.comparison import SPREAD_RULE, format_interval, interval_verdict, spread_verdict
+from maskad_core.comparison import (
+    SEEDS_RULE,
+    SPREAD_RULE,
+    format_interval,
+    interval_verdict,
+    seeds_verdict,
+    spread_verdict,
+)
 from maskad_core.config import TrainConfig
 from maskad_core.report import budget_description
 from maskad_core.seeds import (
@@ -33,13 +40,15 @@ from maskad_core.seeds import (
 
 INTERVAL_RULE = ("with one training seed: higher (or lower) when the two 95% bootstrap intervals "
                  "over test images do not overlap; otherwise level")
-RULES = {"seeds": SPREAD_RULE, "one seed": INTERVAL_RULE}
+RULES = {"seeds": SEEDS_RULE, "one seed": INTERVAL_RULE}
+PIXEL_RULE = "pixel AUROC, which has no interval here, by the seed spread alone: " + SPREAD_RULE
 DASH = "–"
 
 
 def compare(first: SeedStatistic, second: SeedStatistic | DetectorResult | float) -> str:
-    """"higher", "lower" or "level": by the seed spread (SPREAD_RULE) when ``first`` has two or
-    more seeds (a detector or a number has no spread), else by the 95% intervals (INTERVAL_RULE)."""
+    """"higher", "lower" or "level": by the seed spread and the intervals together (SEEDS_RULE) when
+    ``first`` has two or more seeds (a detector or a number has no spread), else by the 95%
+    intervals alone (INTERVAL_RULE)."""
     if isinstance(second, DetectorResult):
         values, interval = second.auroc, second.interval
     elif isinstance(second, SeedStatistic):
@@ -47,7 +56,7 @@ def compare(first: SeedStatistic, second: SeedStatistic | DetectorResult | float
     else:
         values, interval = float(second), (float(second), float(second))
     if len(first.seeds) > 1:
-        return spread_verdict(first.seeds, values)
+        return seeds_verdict(first.seeds, first.interval, values, interval)
     word = interval_verdict(list(first.interval), list(interval))
     return {"not resolved": "level"}.get(word, word)
 
@@ -122,8 +131,10 @@ def _paper_value(category: str, comparable: bool) -> float | None:
 
 def table1_frame(h: Headline, *, comparable: bool) -> pd.DataFrame:
     """Per category and mean: the study's default score (mean ± seed std, 95% interval), eq. 1,
-    random masking, the verdict by :func:`compare`, and the paper's value where comparable."""
+    random masking, the verdict by :func:`compare`, and the paper's value where comparable (no
+    paper column when no row is: a column reading "outside the paper" on every row says nothing)."""
     rows = {}
+    any_comparable = any(_paper_value(c, comparable) is not None for c in h.categories)
     for category in [*h.categories, MEAN]:
         paper_value = _paper_value(category, comparable)
         rows[category] = {
@@ -136,6 +147,8 @@ def table1_frame(h: Headline, *, comparable: bool) -> pd.DataFrame:
             "paper (Table 1)": number(paper_value) if paper_value is not None else (
                 "outside the paper" if category != MEAN else DASH),
         }
+        if not any_comparable:
+            del rows[category]["paper (Table 1)"]
     frame = pd.DataFrame(rows).T
     frame.index.name = "category"
     return frame
@@ -196,7 +209,8 @@ def floor_frame(h: Headline) -> pd.DataFrame:
 
 def pixel_frame(h: Headline) -> pd.DataFrame:
     """Per category with defect masks: pixel AUROC of both maskings and of every detector, and our
-    verdict against the best detector."""
+    verdict against the best detector by SPREAD_RULE alone (PIXEL_RULE): no interval over test
+    images is computed for pixel AUROC."""
     rows = {}
     for category in h.categories:
         if category not in h.pixel:
@@ -222,7 +236,8 @@ def glue_values(h: Headline, *, comparable: bool, prefix: str = "t1") -> dict[st
     ``<prefix>_mean_<quantity>`` (prefix t1: the profile's own setting; t1c: under the control)."""
     values: dict[str, object] = {f"{prefix}_n_seeds": len(h.seeds),
                                  f"{prefix}_seeds_list": ", ".join(map(str, h.seeds)),
-                                 f"{prefix}_verdict_rule": RULES["seeds" if len(h.seeds) > 1 else "one seed"]}
+                                 f"{prefix}_verdict_rule": RULES["seeds" if len(h.seeds) > 1 else "one seed"],
+                                 f"{prefix}_pixel_rule": PIXEL_RULE}
     floors, pixels = floor_frame(h), pixel_frame(h)
     for category in [*h.categories, MEAN]:
         key = f"{prefix}_mean" if category == MEAN else f"{prefix}_{category}"
