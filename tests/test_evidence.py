@@ -56,6 +56,21 @@ def test_verdicts_follow_the_spread_rule_against_the_best_detector_and_the_margi
     assert checks["screw under the control >= 0.8"]["verdict"] == "higher"
 
 
+def test_the_books_rule_also_needs_the_intervals_to_separate():
+    result = _result()
+    checks = {c["check"]: c for c in verdicts(result)}
+    under_control = checks["screw, control per_image: ours (default score) vs the best training-free "
+                           "detector (gaussian)"]
+    # 0.83 +- 0.02 against 0.52 separates by the spread, but [0.5, 0.9] overlaps [0.42, 0.62]
+    assert under_control["verdict"] == "higher" and under_control["book_verdict"] == "level"
+    result["arms"]["complementary|per_image"]["per_category"]["screw"]["auroc"]["ci"] = [0.78, 0.88]
+    checks = {c["check"]: c for c in verdicts(result)}
+    assert checks["screw, control per_image: ours (default score) vs the best training-free "
+                  "detector (gaussian)"]["book_verdict"] == "higher"
+    # a threshold is its own interval: 0.83 [0.78, 0.88] against 0.80 does not separate
+    assert checks["screw under the control >= 0.8"]["book_verdict"] == "level"
+
+
 def test_the_report_shows_every_arm_detector_and_check():
     result = _result()
     result["checks"] = verdicts(result)
@@ -64,5 +79,6 @@ def test_the_report_shows_every_arm_detector_and_check():
     assert len(rows) == 4 and "| patch_nn | per_image |" in text  # one row per arm
     assert "0.720 ± 0.020 [0.500, 0.900]" in text  # mean ± seed std, then the interval
     assert "encoder-token NN (beyond the paper)" in text and "the rule" in text
+    assert "by the book's rule" in text
     for check in result["checks"]:
         assert check["check"] in text
