@@ -772,3 +772,20 @@ def test_the_report_takes_its_one_seed_rule_from_the_code(book_extension, tmp_pa
     quotes the one-seed rule, read from the code, so the glossary cannot drift from it."""
     rule = book_extension._module_constant("headline", "INTERVAL_RULE")
     assert "95% bootstrap intervals" in rule and "level" in rule
+
+
+def test_the_budget_records_have_their_own_section_and_a_missing_one_says_so(book_extension, tmp_path):
+    results = tmp_path / "bench" / "results"
+    results.mkdir(parents=True)
+    (results / "cpu.md").write_text("cpu costs\n")
+    (results / "budget.md").write_text("the epochs curve\n")
+    (results / "budget.json").write_text(json.dumps({"chosen_epochs": 2, "curve": [
+        {"epochs": 1, "mean_image_auroc": 0.66}, {"epochs": 2, "mean_image_auroc": 0.704},
+        {"epochs": 20, "mean_image_auroc": 0.71}]}))
+    subs, problems = book_extension.bench_substitutions(str(tmp_path))
+    assert not problems
+    assert "the epochs curve" in subs["budget_results"] and "the epochs curve" not in subs["bench_results"]
+    assert "study_budget.md`**: not measured" in subs["budget_results"]
+    assert (subs["budget_chosen_epochs"], subs["budget_chosen_auroc"]) == ("2", "0.704")
+    assert (subs["budget_longest_epochs"], subs["budget_longest_auroc"]) == ("20", "0.710")
+    assert subs["budget_lowest_auroc"] == "0.660"

@@ -26,6 +26,7 @@ checks that what it reads equals what the imported modules say, and that it runs
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -479,7 +480,26 @@ def bench_substitutions(srcdir: str) -> tuple[dict[str, str], list[str]]:
               if (folder / f"{tag}.md").is_file() else
               f"**`bench/results/{tag}.md`**: not measured when this book was built (`{command}` writes it)."
               for tag, command in BUDGET_TAGS.items()]
-    return {"bench_results": "\n\n".join(sections), "budget_results": "\n\n".join(budget)}, []
+    subs = {"bench_results": "\n\n".join(sections), "budget_results": "\n\n".join(budget)}
+    subs.update(budget_curve_substitutions(folder / "budget.json"))
+    return subs, []
+
+
+def budget_curve_substitutions(path: Path) -> dict[str, str]:
+    """The epochs curve on held-out images (bench.budget) as numbers for the prose: the chosen
+    epochs and their AUROC, the longest candidate and its AUROC, the lowest and highest point."""
+    if not path.is_file():
+        return {key: "(not measured)" for key in ("budget_chosen_epochs", "budget_chosen_auroc",
+                                                  "budget_longest_epochs", "budget_longest_auroc",
+                                                  "budget_lowest_auroc", "budget_highest_auroc")}
+    record = json.loads(path.read_text())
+    by_epochs = {point["epochs"]: point["mean_image_auroc"] for point in record["curve"]}
+    longest = max(by_epochs)
+    return {"budget_chosen_epochs": str(record["chosen_epochs"]),
+            "budget_chosen_auroc": _fmt(by_epochs[record["chosen_epochs"]]),
+            "budget_longest_epochs": str(longest), "budget_longest_auroc": _fmt(by_epochs[longest]),
+            "budget_lowest_auroc": _fmt(min(by_epochs.values())),
+            "budget_highest_auroc": _fmt(max(by_epochs.values()))}
 
 
 def _plain(value: Any) -> str:
