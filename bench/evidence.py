@@ -155,9 +155,11 @@ def verdicts(result: dict) -> list[dict]:
     return checks
 
 
-def measure_real(profile: str, seeds: list[int], control_seeds: list[int] | None = None) -> dict:
-    """The whole evidence record of one real-data profile (see the module's docstring)."""
-    params = load_profile(profile)
+def measure_real(profile: str, seeds: list[int], control_seeds: list[int] | None = None,
+                 overrides: dict | None = None) -> dict:
+    """The whole evidence record of one real-data profile (see the module's docstring), its
+    parameters changed by ``overrides`` (recorded in the section) where given."""
+    params = load_profile(profile, overrides or {})
     control_seeds = control_seeds or seeds
     arms = {(masking, control): _arm(params, masking, control,
                                      seeds if control == "none" else control_seeds)
@@ -165,7 +167,7 @@ def measure_real(profile: str, seeds: list[int], control_seeds: list[int] | None
     config = train_config(params)
     result = {
         "profile": profile, "kind": "real", "config": config.to_dict(), "rule": SPREAD_RULE,
-        "book_rule": SEEDS_RULE,
+        "book_rule": SEEDS_RULE, "overrides": dict(overrides or {}),
         "two_by_two": _two_by_two(arms),
         "curve": curve(arms[("complementary", "none")]["_runs"][0]),
         "detectors": _detectors(config),
@@ -192,7 +194,9 @@ def markdown_real(result: dict) -> list[str]:
     categories = list(arms["complementary|none"]["per_category"])
     seeds = arms["complementary|none"]["seeds"]
     control_seeds = arms["complementary|per_image"]["seeds"]
-    lines = [f"## Profile `{result['profile']}`: every real category, one model", "",
+    changed = "; ".join(f"{k} = {v}" for k, v in result.get("overrides", {}).items())
+    lines = [f"## Profile `{result['profile']}`: every real category, one model"
+             + (f" (changed: {changed})" if changed else ""), "",
              f"Seeds: {', '.join(map(str, seeds))} (control arms: "
              f"{', '.join(map(str, control_seeds))}). Each cell: mean over training seeds ± their "
              "standard deviation, then the 95% bootstrap interval over test images of the seed "

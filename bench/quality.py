@@ -17,6 +17,8 @@ baseline of the same budget, exactly as the study's notebooks do, then records:
     python -m bench.quality --profiles cpu --seeds 0,1,2
     python -m bench.quality --seeds-for cpu=0,1,2     # three seeds for cpu, --seeds for the rest
     python -m bench.quality --profiles real --seeds 0,1,2 --control-seeds 0   # bench.evidence
+    python -m bench.quality --profiles real --seeds 0,1,2 --set epochs=20 --set warmup_epochs=2 \
+        --tag quality-real-epochs20      # a changed profile, in its own record
 
 A run of some profiles replaces their sections of the record and keeps the others, each section
 with its own date, machine and load.
@@ -84,9 +86,9 @@ def _floor(config) -> dict:
     return out
 
 
-def measure_profile(profile: str, seeds: list[int]) -> dict:
-    params = load_profile(profile)
-    result: dict = {"profile": profile, "seeds": {}}
+def measure_profile(profile: str, seeds: list[int], overrides: dict | None = None) -> dict:
+    params = load_profile(profile, overrides or {})
+    result: dict = {"profile": profile, "seeds": {}, "overrides": dict(overrides or {})}
     for seed in seeds:
         main_config = train_config(params, seed=seed)
         random_config = train_config(params, seed=seed, masking="random")
@@ -283,6 +285,10 @@ def main(argv=None) -> int:
     parser.add_argument("--control-seeds", default=None,
                         help="training seeds of the control arms of a real-data profile "
                              "(default: --seeds)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="change a profile parameter for this measurement (repeatable), e.g. "
+                             "epochs=20; recorded in the section. Use with --tag: a record of the "
+                             "profile as it is should not be replaced by a changed one")
     parser.add_argument("--tag", default="quality", help="output name in bench/results")
     args = parser.parse_args(argv)
     from bench.recipe import machine
@@ -295,11 +301,20 @@ def main(argv=None) -> int:
                          f"{', '.join(seeds)}")
         seeds[name] = _seeds(values)
     control_seeds = _seeds(args.control_seeds) if args.control_seeds else None
+    from maskad_core.overrides import split_assignments
+
+    try:
+        overrides = split_assignments(args.overrides)
+    except ValueError as error:
+        parser.error(f"--set: {error}")
+    if overrides and args.tag == "quality":
+        parser.error("--set changes the profile: give the record its own --tag (the quality record "
+                     "holds each profile as profiles.yaml defines it)")
     profiles = []
     for name, profile_seeds in seeds.items():
         started, load_before = time.perf_counter(), os.getloadavg()[0]
-        measured = (measure_real(name, profile_seeds, control_seeds) if name in REAL_PROFILES
-                    else measure_profile(name, profile_seeds))
+        measured = (measure_real(name, profile_seeds, control_seeds, overrides) if name in REAL_PROFILES
+                    else measure_profile(name, profile_seeds, overrides))
         measured.update({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                          "command": " ".join(["python -m bench.quality",
                                               *(sys.argv[1:] if argv is None else argv)]),

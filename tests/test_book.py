@@ -789,3 +789,19 @@ def test_the_budget_records_have_their_own_section_and_a_missing_one_says_so(boo
     assert (subs["budget_chosen_epochs"], subs["budget_chosen_auroc"]) == ("2", "0.704")
     assert (subs["budget_longest_epochs"], subs["budget_longest_auroc"]) == ("20", "0.710")
     assert subs["budget_lowest_auroc"] == "0.660"
+
+
+def test_the_epochs_comparison_puts_each_recorded_budget_in_a_column(book_extension, tmp_path):
+    def section(epochs, bottle):
+        entry = {"mean": bottle, "std": 0.01, "ci": [bottle - 0.05, bottle + 0.05]}
+        arms = {key: {"train_minutes": [epochs / 10], "per_category": {"bottle": {"auroc": entry}}}
+                for key in ("complementary|none", "random|none", "complementary|per_image")}
+        return {"profiles": [{"profile": "real", "config": {"epochs": epochs}, "arms": arms}]}
+
+    assert "Only one budget" in book_extension.epochs_comparison_table(tmp_path)
+    (tmp_path / "quality.json").write_text(json.dumps(section(2, 0.88)))
+    (tmp_path / "quality-real-epochs20.json").write_text(json.dumps(section(20, 0.98)))
+    table = book_extension.epochs_comparison_table(tmp_path).splitlines()
+    assert table[0] == "| category | arm | 2 epochs | 20 epochs |"
+    assert table[2].startswith("| bottle | complementary | 0.880 ± 0.010 [0.830, 0.930] | 0.980 ± 0.010")
+    assert table[-1] == "| longest training | minutes | 0.2 | 2.0 |"

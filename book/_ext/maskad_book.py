@@ -482,7 +482,42 @@ def bench_substitutions(srcdir: str) -> tuple[dict[str, str], list[str]]:
               for tag, command in BUDGET_TAGS.items()]
     subs = {"bench_results": "\n\n".join(sections), "budget_results": "\n\n".join(budget)}
     subs.update(budget_curve_substitutions(folder / "budget.json"))
+    subs["epochs_comparison_table"] = epochs_comparison_table(folder)
     return subs, []
+
+
+def _real_section(path: Path) -> dict | None:
+    try:
+        profiles = json.loads(path.read_text())["profiles"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return next((p for p in profiles if p.get("profile") == "real" and "arms" in p), None)
+
+
+def epochs_comparison_table(folder: Path) -> str:
+    """The real profile's evidence record (quality.json) beside its records at other numbers of
+    epochs (quality-real-*.json, written with ``bench.quality --set epochs=...``): per category and
+    arm, the default score's mean ± seed std [95% interval] at each budget."""
+    sections = [s for s in [_real_section(folder / "quality.json"),
+                            *(_real_section(p) for p in sorted(folder.glob("quality-real-*.json")))] if s]
+    if len(sections) < 2:
+        return "*(Only one budget of the real profile is recorded: no comparison.)*"
+    sections.sort(key=lambda s: s["config"]["epochs"])
+    arms = (("complementary|none", "complementary"), ("random|none", "random masking"),
+            ("complementary|per_image", "complementary, under the control"))
+    header = ["category", "arm", *(f"{s['config']['epochs']} epochs" for s in sections)]
+    rows = []
+    for category in sections[0]["arms"]["complementary|none"]["per_category"]:
+        for key, label in arms:
+            cells = []
+            for section in sections:
+                entry = section["arms"].get(key, {}).get("per_category", {}).get(category, {}).get("auroc")
+                cells.append("—" if entry is None else
+                             f"{_fmt(entry['mean'])} ± {_fmt(entry['std'])} [{_fmt(entry['ci'][0])}, {_fmt(entry['ci'][1])}]")
+            rows.append([category, label, *cells])
+    rows.append(["longest training", "minutes", *(f"{max(max(a['train_minutes']) for a in s['arms'].values()):.1f}"
+                                                  for s in sections)])
+    return _markdown_table(header, rows)
 
 
 def budget_curve_substitutions(path: Path) -> dict[str, str]:
