@@ -30,7 +30,7 @@ from maskad_core.comparison import SEEDS_RULE, SPREAD_RULE, seeds_verdict, sprea
 from maskad_core.feature_score import evaluate_feature_nn
 from maskad_core.profiles import load_profile, train_config
 from maskad_core.run_record import evaluate_run
-from maskad_core.seeds import MEAN, arm_statistics
+from maskad_core.seeds import MEAN, arm_statistics, paired_differences
 from maskad_core.train import train
 
 CONTROLS = ("none", "per_image")
@@ -138,13 +138,15 @@ def verdicts(result: dict) -> list[dict]:
             verdict = spread_verdict(entry["auroc"]["seeds"],
                                      [v + MASKING_MARGIN for v in theirs[category]["auroc"]["seeds"]])
             shifted = [v + MASKING_MARGIN for v in theirs[category]["auroc"]["ci"]]
+            paired = result.get("masking_difference", {}).get(control, {}).get(category)
             checks.append({"check": f"{category}, control {control}: complementary >= random + "
                                     f"{MASKING_MARGIN:g}", "ours": entry["auroc"]["mean"],
                            "other": theirs[category]["auroc"]["mean"], "gap": gap,
                            "verdict": verdict,
                            "book_verdict": seeds_verdict(
                                entry["auroc"]["seeds"], entry["auroc"]["ci"],
-                               [v + MASKING_MARGIN for v in theirs[category]["auroc"]["seeds"]], shifted)})
+                               [v + MASKING_MARGIN for v in theirs[category]["auroc"]["seeds"]], shifted,
+                               None if paired is None else [v - MASKING_MARGIN for v in paired])})
     screw = arms["complementary|per_image"]["per_category"].get("screw")
     if screw is not None:
         checks.append({"check": f"screw under the control >= {SCREW_UNDER_CONTROL:g}",
@@ -173,6 +175,11 @@ def measure_real(profile: str, seeds: list[int], control_seeds: list[int] | None
         "detectors": _detectors(config),
         "paper": {c: float(paper.table1().loc[c, "paper"]) for c in config.categories
                   if c in paper.table1().index},
+        # per control and category: complementary minus random, paired on the same test images
+        "masking_difference": {control: {c: list(v) for c, v in paired_differences(
+            [r.scores for r in arms[("complementary", control)]["_runs"]],
+            [r.scores for r in arms[("random", control)]["_runs"]],
+            f"score_{config.score_reduction}").items() if c != MEAN} for control in CONTROLS},
         "arms": {f"{m}|{c}": {k: v for k, v in arm.items() if k != "_runs"}
                  for (m, c), arm in arms.items()},
     }

@@ -55,18 +55,37 @@ def spread_verdict(first, second) -> str:
 
 # The book's rule over several seeds. The spread alone is too loose when the seeds agree (a spread
 # of 0.001 would call 0.471 against 0.465 "higher" although the test images cannot tell them apart);
-# the intervals alone ignore what a new seed would change. A word needs both.
+# the test images alone ignore what a new seed would change. A word needs both. Two arms scored by
+# this study on the same images are compared by the interval of their paired difference; a
+# detector's or a printed number's per-image scores are not kept, so there the intervals must part.
 SEEDS_RULE = ("higher (or lower) only when both separate the two: the seed spread (the mean minus "
               "one standard deviation over training seeds of one lies above the mean plus one "
-              "standard deviation of the other) and the test images (the two 95% bootstrap "
-              "intervals do not overlap); otherwise level")
+              "standard deviation of the other) and the test images (the 95% bootstrap interval of "
+              "the paired difference, both arms scored on the same resampled test images, excludes "
+              "zero; against a training-free detector or a printed number, the two 95% intervals do "
+              "not overlap); otherwise level")
 
 
-def seeds_verdict(first, first_interval, second, second_interval) -> str:
+def difference_verdict(interval) -> str:
+    """"higher" or "lower" when the interval of a difference (first minus second) excludes zero,
+    else "not resolved"; "-" where there is none."""
+    if not isinstance(interval, (list, tuple)) or len(interval) != 2 or not all(np.isfinite(interval)):
+        return "-"
+    if interval[0] > 0:
+        return "higher"
+    if interval[1] < 0:
+        return "lower"
+    return "not resolved"
+
+
+def seeds_verdict(first, first_interval, second, second_interval, difference=None) -> str:
     """"higher", "lower" or "level" by SEEDS_RULE: ``first`` and ``second`` are numbers or values
-    over seeds, each with its 95% interval (a number's interval is the number itself)."""
+    over seeds, each with its 95% interval (a number's interval is the number itself);
+    ``difference``, where given, is the 95% interval of the paired difference first minus second,
+    and replaces the two intervals' overlap."""
     by_spread = spread_verdict(first, second)
-    by_interval = interval_verdict(list(first_interval), list(second_interval))
+    by_interval = (difference_verdict(difference) if difference is not None
+                   else interval_verdict(list(first_interval), list(second_interval)))
     if by_spread == "-" or by_interval == "-":
         return "-"
     return by_spread if by_spread == by_interval else "level"

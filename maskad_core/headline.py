@@ -20,6 +20,7 @@ from maskad_core import paper
 from maskad_core.comparison import (
     SEEDS_RULE,
     SPREAD_RULE,
+    difference_verdict,
     format_interval,
     interval_verdict,
     seeds_verdict,
@@ -34,21 +35,26 @@ from maskad_core.seeds import (
     arm_statistics,
     best_detector,
     detector_results,
+    paired_differences,
     pixel_auroc_over_seeds,
     train_seeds,
 )
 
-INTERVAL_RULE = ("with one training seed: higher (or lower) when the two 95% bootstrap intervals "
-                 "over test images do not overlap; otherwise level")
+INTERVAL_RULE = ("with one training seed: higher (or lower) when the test images separate the two "
+                 "(the 95% bootstrap interval of the paired difference excludes zero; against a "
+                 "training-free detector or a printed number, the two 95% intervals do not "
+                 "overlap); otherwise level")
 RULES = {"seeds": SEEDS_RULE, "one seed": INTERVAL_RULE}
 PIXEL_RULE = "pixel AUROC, which has no interval here, by the seed spread alone: " + SPREAD_RULE
 DASH = "–"
 
 
-def compare(first: SeedStatistic, second: SeedStatistic | DetectorResult | float) -> str:
+def compare(first: SeedStatistic, second: SeedStatistic | DetectorResult | float,
+            difference: tuple[float, float] | None = None) -> str:
     """"higher", "lower" or "level": by the seed spread and the intervals together (SEEDS_RULE) when
     ``first`` has two or more seeds (a detector or a number has no spread), else by the 95%
-    intervals alone (INTERVAL_RULE)."""
+    intervals alone (INTERVAL_RULE). ``difference``: the 95% interval of the paired difference
+    first minus second (two arms scored on the same test images), used instead of the overlap."""
     if isinstance(second, DetectorResult):
         values, interval = second.auroc, second.interval
     elif isinstance(second, SeedStatistic):
@@ -56,8 +62,9 @@ def compare(first: SeedStatistic, second: SeedStatistic | DetectorResult | float
     else:
         values, interval = float(second), (float(second), float(second))
     if len(first.seeds) > 1:
-        return seeds_verdict(first.seeds, first.interval, values, interval)
-    word = interval_verdict(list(first.interval), list(interval))
+        return seeds_verdict(first.seeds, first.interval, values, interval, difference)
+    word = (difference_verdict(list(difference)) if difference is not None
+            else interval_verdict(list(first.interval), list(interval)))
     return {"not resolved": "level"}.get(word, word)
 
 
@@ -93,6 +100,8 @@ class Headline:
     random_pixel: dict[str, SeedStatistic]
     detectors: dict[str, dict[str, DetectorResult]]
     ours_runs: list = dataclasses.field(repr=False, default_factory=list)  # one per seed
+    # per category and MEAN: 95% interval of ours minus random, paired on the same test images
+    masking_difference: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
 
     @property
     def categories(self) -> list[str]:
@@ -121,7 +130,8 @@ def measure(config: TrainConfig, seeds: Sequence[int], *, detectors: bool = True
         random=arm_statistics(random_frames, f"score_{reduction}"),
         pixel=pixel_auroc_over_seeds(ours_runs), random_pixel=pixel_auroc_over_seeds(random_runs),
         detectors=detector_results(config) if detectors else {},
-        ours_runs=ours_runs)
+        ours_runs=ours_runs,
+        masking_difference=paired_differences(ours_frames, random_frames, f"score_{reduction}"))
 
 
 def _paper_value(category: str, comparable: bool) -> float | None:
@@ -143,7 +153,10 @@ def table1_frame(h: Headline, *, comparable: bool) -> pd.DataFrame:
             "95% interval": format_interval(list(h.ours[category].interval)).replace("-", DASH),
             "ours: eq. 1 (paper's score)": mean_std(h.ours_eq1.get(category)),
             "random masking: default score": mean_std(h.random[category]),
-            "complementary vs random": compare(h.ours[category], h.random[category]),
+            "complementary − random: paired 95% interval": format_interval(
+                list(h.masking_difference.get(category, (np.nan, np.nan)))).replace("-", DASH),
+            "complementary vs random": compare(h.ours[category], h.random[category],
+                                               h.masking_difference.get(category)),
             "paper (Table 1)": number(paper_value) if paper_value is not None else (
                 "outside the paper" if category != MEAN else DASH),
         }
@@ -249,7 +262,8 @@ def glue_values(h: Headline, *, comparable: bool, prefix: str = "t1") -> dict[st
             f"{key}_eq1_mean": round(eq1.mean, 3) if eq1 else float("nan"),
             f"{key}_random_mean": round(random.mean, 3), f"{key}_random_std": round(random.std, 3),
             f"{key}_random_interval": format_interval(list(random.interval)),
-            f"{key}_verdict": compare(ours, random),
+            f"{key}_verdict": compare(ours, random, h.masking_difference.get(category)),
+            f"{key}_difference_interval": format_interval(list(h.masking_difference.get(category, (np.nan, np.nan)))),
         })
         if category in floors.index:
             values[f"{key}_best_detector"] = floors.loc[category, "best detector"]
@@ -257,7 +271,7 @@ def glue_values(h: Headline, *, comparable: bool, prefix: str = "t1") -> dict[st
         if category in pixels.index:
             values[f"{key}_pixel_mean"] = round(h.pixel[category].mean, 3)
             values[f"{key}_pixel_vs_best_detector"] = pixels.loc[category, "ours vs best"]
-    verdicts = {c: compare(h.ours[c], h.random[c]) for c in h.categories}
+    verdicts = {c: compare(h.ours[c], h.random[c], h.masking_difference.get(c)) for c in h.categories}
     floor_words = dict(floors["ours vs best"]) if len(floors) else {}
     pixel_words = dict(pixels["ours vs best"]) if len(pixels) else {}
     values.update({

@@ -172,6 +172,35 @@ def seeds_mean_auroc_interval(groups, level: float = 0.95, resamples: int = BOOT
     return float(low), float(high)
 
 
+def seeds_auroc_difference_interval(groups, level: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES,
+                                    seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of a paired difference: the mean over categories and seeds of
+    the image AUROC of arm A minus that of arm B, both arms scoring the same test images.
+
+    ``groups`` is a list of (labels (N,), scores_a (S, N), scores_b (T, N)), one per category (one
+    group: that category's difference). Each resample draws every category's test images anew and
+    scores both arms on the *same* images, so the noise the two share (which images happen to be
+    hard) cancels; the interval is narrower than two separate intervals suggest."""
+    rng = np.random.default_rng(seed)
+    per_group = []
+    for labels, scores_a, scores_b in groups:
+        labels_np = _labels(labels, "labels")
+        a = np.atleast_2d(_scores(scores_a, "scores_a"))
+        b = np.atleast_2d(_scores(scores_b, "scores_b"))
+        if a.shape[1] != labels_np.shape[0] or b.shape[1] != labels_np.shape[0]:
+            raise ValueError(f"scores must be (seeds, {labels_np.shape[0]}), got {a.shape} and {b.shape}")
+        if labels_np.all() or not labels_np.any():
+            continue
+        values = _bootstrap_aurocs(labels_np, np.vstack([a, b]), resamples, rng)  # same images
+        per_group.append(values[:len(a)].mean(axis=0) - values[len(a):].mean(axis=0))
+    if not per_group:
+        nan = _undefined("seeds_auroc_difference_interval", "no category holds both classes")
+        return nan, nan
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(np.mean(per_group, axis=0), [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
 def mean_auroc_interval(groups, level: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES,
                         seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean over categories of the image AUROC.

@@ -16,7 +16,12 @@ import pandas as pd
 
 from maskad_core.baselines import FLOOR_METHODS, PROBE_METHODS, evaluate_baseline
 from maskad_core.config import TrainConfig
-from maskad_core.metrics import image_auroc, seeds_auroc_interval, seeds_mean_auroc_interval
+from maskad_core.metrics import (
+    image_auroc,
+    seeds_auroc_difference_interval,
+    seeds_auroc_interval,
+    seeds_mean_auroc_interval,
+)
 
 MEAN = "mean"  # the row over categories
 
@@ -80,6 +85,26 @@ def arm_statistics(frames: Sequence[pd.DataFrame], column: str) -> dict[str, See
                                          seeds_auroc_interval(labels, scores))
     per_seed = np.mean([out[c].seeds for c in out], axis=0)
     out[MEAN] = SeedStatistic.of(per_seed, seeds_mean_auroc_interval(groups))
+    return out
+
+
+def paired_differences(frames_a: Sequence[pd.DataFrame], frames_b: Sequence[pd.DataFrame],
+                       column: str) -> dict[str, tuple[float, float]]:
+    """Per category and for the mean over categories (``MEAN``): the 95% bootstrap interval of arm
+    A's seed-mean image AUROC minus arm B's, both scoring the same test images (the same resampled
+    images for both arms in every resample)."""
+    aligned = _aligned([*frames_a, *frames_b])
+    a_frames, b_frames = aligned[:len(frames_a)], aligned[len(frames_a):]
+    out, groups = {}, []
+    for category in sorted(a_frames[0]["category"].unique()):
+        labels, a = score_matrix(a_frames, category, column)
+        _, b = score_matrix(b_frames, category, column)
+        if labels.all() or not labels.any():
+            continue
+        groups.append((labels, a, b))
+        out[category] = seeds_auroc_difference_interval([(labels, a, b)])
+    if groups:
+        out[MEAN] = seeds_auroc_difference_interval(groups)
     return out
 
 

@@ -69,6 +69,13 @@ def test_the_books_rule_also_needs_the_intervals_to_separate():
                   "detector (gaussian)"]["book_verdict"] == "higher"
     # a threshold is its own interval: 0.83 [0.78, 0.88] against 0.80 does not separate
     assert checks["screw under the control >= 0.8"]["book_verdict"] == "level"
+    # the masking margin: overlapping intervals, but the paired difference (less the margin) decides
+    margin = "screw, control none: complementary >= random + 0.05"
+    assert checks[margin]["verdict"] == "higher" and checks[margin]["book_verdict"] == "level"
+    result["masking_difference"] = {"none": {"screw": [0.07, 0.15]}}
+    assert {c["check"]: c for c in verdicts(result)}[margin]["book_verdict"] == "higher"
+    result["masking_difference"] = {"none": {"screw": [0.03, 0.15]}}  # 0.03 - 0.05 < 0
+    assert {c["check"]: c for c in verdicts(result)}[margin]["book_verdict"] == "level"
 
 
 def test_the_report_shows_every_arm_detector_and_check():

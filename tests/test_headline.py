@@ -9,7 +9,13 @@ import pytest
 
 from maskad_core import headline, seeds
 from maskad_core.config import TrainConfig
-from maskad_core.metrics import image_auroc, mean_auroc_interval, seeds_mean_auroc_interval
+from maskad_core.metrics import (
+    image_auroc,
+    mean_auroc_interval,
+    seeds_auroc_difference_interval,
+    seeds_auroc_interval,
+    seeds_mean_auroc_interval,
+)
 from maskad_core.seeds import MEAN, DetectorResult, SeedStatistic
 
 
@@ -143,3 +149,48 @@ def test_floor_and_glue_values_apply_the_rule_and_name_the_scores():
         assert type(value) in (int, float, str), (name, type(value))
     control = headline.glue_values(h, comparable=True, prefix="t1c")
     assert "t1c_bottle_mean" in control and not any(k.startswith("t1_") for k in control)
+
+
+def test_a_paired_difference_resolves_what_two_overlapping_intervals_cannot():
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.zeros(40), np.ones(40)].astype(bool)
+    hardness = rng.normal(size=80) + labels * 0.8        # what both arms share: which images are hard
+    better = np.stack([hardness + labels * 0.3 + rng.normal(0, 0.05, 80) for _ in range(3)])
+    worse = np.stack([hardness + rng.normal(0, 0.05, 80) for _ in range(3)])
+    a_low, a_high = seeds_auroc_interval(labels, better)
+    b_low, b_high = seeds_auroc_interval(labels, worse)
+    assert a_low < b_high  # the two intervals overlap ...
+    low, high = seeds_auroc_difference_interval([(labels, better, worse)])
+    assert low > 0  # ... but the paired difference excludes zero
+    assert seeds_auroc_difference_interval([(labels, worse, worse)]) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="seeds, 80"):
+        seeds_auroc_difference_interval([(labels, better[:, :10], worse)])
+
+
+def test_compare_uses_the_paired_difference_where_it_is_given():
+    first = _stat([0.80, 0.81, 0.82], (0.70, 0.90))
+    second = _stat([0.70, 0.71, 0.72], (0.60, 0.80))
+    assert headline.compare(first, second) == "level"  # the intervals overlap
+    assert headline.compare(first, second, (0.04, 0.16)) == "higher"
+    assert headline.compare(first, second, (-0.01, 0.16)) == "level"
+    assert headline.compare(second, first, (-0.16, -0.04)) == "lower"
+    # the spread must still separate
+    assert headline.compare(_stat([0.70, 0.90, 0.80], (0.7, 0.9)), second, (0.04, 0.16)) == "level"
+    # one seed: the difference alone
+    assert headline.compare(_stat([0.8], (0.7, 0.9)), _stat([0.7], (0.6, 0.8)), (0.02, 0.1)) == "higher"
+
+
+def test_paired_differences_per_category_and_for_the_mean():
+    rng = np.random.default_rng(1)
+    rows = []
+    for category in ("a", "b"):
+        for i in range(30):
+            rows.append({"path": f"{category}/{i}.png", "category": category, "label": int(i >= 15),
+                         "base": rng.normal() + (i >= 15)})
+    base = pd.DataFrame(rows)
+    strong = [base.assign(score_max=base["base"] + base["label"] * 2.0) for _ in range(2)]
+    weak = [base.assign(score_max=base["base"]) for _ in range(2)]
+    out = seeds.paired_differences(strong, weak, "score_max")
+    assert set(out) == {"a", "b", MEAN}
+    assert all(low > 0 for low, _ in out.values())
+    assert seeds.paired_differences(weak, weak, "score_max")["a"] == (0.0, 0.0)

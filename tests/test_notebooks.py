@@ -163,9 +163,9 @@ def test_notebook_04_table1(smoke_study):
     # synthetic data: the text says the paper's numbers are not comparable, and states no gap
     assert "NOT comparable" in glue(smoke_study, name, "table1_comparability")
     assert "no gap" in glue(smoke_study, name, "t1_gap_statement")
-    # category, then: test images, ours, interval, eq. 1, random, verdict (no paper column: no row
-    # of the generated set is comparable with the paper's)
-    assert table_shape(smoke_study, name, "table1_frame") == (categories + 1, 6)
+    # category, then: test images, ours, interval, eq. 1, random, paired difference, verdict (no
+    # paper column: no row of the generated set is comparable with the paper's)
+    assert table_shape(smoke_study, name, "table1_frame") == (categories + 1, 7)
     words = [glue(smoke_study, name, f"t1_floor_{w}") for w in ("higher", "level", "lower")]
     assert sum(words) == categories  # every category gets one verdict against the best detector
     assert glue(smoke_study, name, "t1_pixel_categories") == categories  # the generated set has masks
