@@ -240,6 +240,10 @@ def markdown_real(result: dict) -> list[str]:
     for point in result["curve"]:
         lines.append(f"| {point['epoch']} | {point['minutes']:.1f} | {point['image_auroc']:.3f} | "
                      + " | ".join(f"{point['per_category'][c]:.3f}" for c in categories) + " |")
+    for control, intervals in result.get("masking_difference", {}).items():
+        lines += ["", f"Complementary minus random masking, control {control}, default score: the 95% "
+                  "bootstrap interval of the paired difference (both arms on the same resampled test "
+                  "images): " + "; ".join(f"{c} [{v[0]:.3f}, {v[1]:.3f}]" for c, v in intervals.items())]
     minutes = {key: max(arm["train_minutes"]) for key, arm in arms.items()}
     lines += ["", "Longest training of each arm (minutes): "
               + ", ".join(f"{k} {v:.1f}" for k, v in minutes.items()), "",

@@ -87,5 +87,7 @@ def test_the_report_shows_every_arm_detector_and_check():
     assert "0.720 ± 0.020 [0.500, 0.900]" in text  # mean ± seed std, then the interval
     assert "encoder-token NN (beyond the paper)" in text and "the rule" in text
     assert "by the book's rule" in text
+    result["masking_difference"] = {"none": {"screw": [0.07, 0.15]}}
+    assert "paired difference" in "\n".join(markdown_real(result)) and "screw [0.070, 0.150]" in "\n".join(markdown_real(result))
     for check in result["checks"]:
         assert check["check"] in text
