@@ -771,7 +771,7 @@ def test_the_report_takes_its_one_seed_rule_from_the_code(book_extension, tmp_pa
     """The comparison words are glued by the notebooks (maskad_core.headline); the extension only
     quotes the one-seed rule, read from the code, so the glossary cannot drift from it."""
     rule = book_extension._module_constant("headline", "INTERVAL_RULE")
-    assert "95% bootstrap intervals" in rule and "level" in rule
+    assert "paired difference" in rule and "95% intervals do not overlap" in rule and "level" in rule
 
 
 def test_the_budget_records_have_their_own_section_and_a_missing_one_says_so(book_extension, tmp_path):
