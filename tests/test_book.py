@@ -777,7 +777,7 @@ def test_the_report_takes_its_one_seed_rule_from_the_code(book_extension, tmp_pa
 def test_the_budget_records_have_their_own_section_and_a_missing_one_says_so(book_extension, tmp_path):
     results = tmp_path / "bench" / "results"
     results.mkdir(parents=True)
-    (results / "cpu.md").write_text("cpu costs\n")
+    (results / "cpu.md").write_text("# Costs\n\ncpu costs\n\n## On two threads\n")
     (results / "budget.md").write_text("the epochs curve\n")
     (results / "budget.json").write_text(json.dumps({"chosen_epochs": 2, "curve": [
         {"epochs": 1, "mean_image_auroc": 0.66}, {"epochs": 2, "mean_image_auroc": 0.704},
@@ -786,6 +786,8 @@ def test_the_budget_records_have_their_own_section_and_a_missing_one_says_so(boo
     assert not problems
     assert "the epochs curve" in subs["budget_results"] and "the epochs curve" not in subs["bench_results"]
     assert "study_budget.md`**: not measured" in subs["budget_results"]
+    # a results file's headings sit under the chapter's section, not beside its title
+    assert "\n### Costs\n" in subs["bench_results"] and "\n#### On two threads" in subs["bench_results"]
     assert (subs["budget_chosen_epochs"], subs["budget_chosen_auroc"]) == ("2", "0.704")
     assert (subs["budget_longest_epochs"], subs["budget_longest_auroc"]) == ("20", "0.710")
     assert subs["budget_lowest_auroc"] == "0.660"

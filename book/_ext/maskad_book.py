@@ -472,11 +472,11 @@ def bench_substitutions(srcdir: str) -> tuple[dict[str, str], list[str]]:
         return {"bench_results": "*(No benchmark results were found when this book was built.)*"}, [problem]
     tags = ["cpu"] + sorted(p.stem for p in folder.glob("*.md")
                             if p.stem != "cpu" and p.stem not in SKIPPED_BENCH_TAGS | set(BUDGET_TAGS))
-    sections = [f"**`bench/results/{tag}.md`**\n\n{(folder / f'{tag}.md').read_text().strip()}"
+    sections = [f"**`bench/results/{tag}.md`**\n\n{_demoted((folder / f'{tag}.md').read_text().strip())}"
                 for tag in tags]
     # a budget record not yet measured (a study timed from a copy of the sources runs before its
     # own record exists) is said so on the page, not hidden
-    budget = [f"**`bench/results/{tag}.md`**\n\n{(folder / f'{tag}.md').read_text().strip()}"
+    budget = [f"**`bench/results/{tag}.md`**\n\n{_demoted((folder / f'{tag}.md').read_text().strip())}"
               if (folder / f"{tag}.md").is_file() else
               f"**`bench/results/{tag}.md`**: not measured when this book was built (`{command}` writes it)."
               for tag, command in BUDGET_TAGS.items()]
@@ -518,6 +518,13 @@ def epochs_comparison_table(folder: Path) -> str:
     rows.append(["longest training", "minutes", *(f"{max(max(a['train_minutes']) for a in s['arms'].values()):.1f}"
                                                   for s in sections)])
     return _markdown_table(header, rows)
+
+
+def _demoted(markdown: str, levels: int = 2) -> str:
+    """A results file's headings two levels down: its "# Title" sits under the chapter's section
+    (a level-2 heading), not beside the chapter's own title."""
+    return re.sub(r"^(#{1,6}) ", lambda m: "#" * min(6, len(m.group(1)) + levels) + " ", markdown,
+                  flags=re.MULTILINE)
 
 
 def budget_curve_substitutions(path: Path) -> dict[str, str]:
