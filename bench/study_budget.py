@@ -98,14 +98,17 @@ def measure(keep_runs: bool, command: str) -> dict:
     book = re.search(r"book built in ([0-9.]+) s", text)
 
     runs = trained_runs(home / "runs")
-    main_id = None
-    os.environ["MASKAD_HOME"] = str(home)
-    try:
-        from maskad_core.runs import run_path
+    from maskad_core.runs import run_path
 
+    caller_home = os.environ.get("MASKAD_HOME")
+    os.environ["MASKAD_HOME"] = str(home)  # the main run's id as the study named it there
+    try:
         main_id = run_path(main_config).name
-    finally:
-        os.environ.pop("MASKAD_HOME")
+    finally:  # the caller's own run cache again (where --keep-runs copies to)
+        if caller_home is None:
+            os.environ.pop("MASKAD_HOME")
+        else:
+            os.environ["MASKAD_HOME"] = caller_home
     main_minutes = max((r["training_minutes"] for r in runs if r["run"] == main_id), default=None)
     copied = []
     if keep_runs:
