@@ -154,22 +154,8 @@ def seeds_mean_auroc_interval(groups, level: float = 0.95, resamples: int = BOOT
     AUROC: ``groups`` is a list of (labels (N,), scores (S, N)), one per category, the S seeds
     scoring the same images; each resample draws every category's test images anew and averages
     the S x categories AUROCs. With S = 1 it is :func:`mean_auroc_interval`."""
-    rng = np.random.default_rng(seed)
-    per_group = []
-    for labels, scores in groups:
-        labels_np = _labels(labels, "labels")
-        scores_np = np.atleast_2d(_scores(scores, "scores"))
-        if scores_np.ndim != 2 or scores_np.shape[1] != labels_np.shape[0]:
-            raise ValueError(f"scores must be (seeds, {labels_np.shape[0]}), got {scores_np.shape}")
-        if labels_np.all() or not labels_np.any():
-            continue
-        per_group.append(_bootstrap_aurocs(labels_np, scores_np, resamples, rng).mean(axis=0))
-    if not per_group:
-        nan = _undefined("seeds_mean_auroc_interval", "no category holds both classes")
-        return nan, nan
-    tail = (1.0 - level) / 2.0
-    low, high = np.quantile(np.mean(per_group, axis=0), [tail, 1.0 - tail])
-    return float(low), float(high)
+    return _grouped_interval([(labels, scores, None) for labels, scores in groups], level, resamples,
+                             seed, "seeds_mean_auroc_interval")
 
 
 def seeds_auroc_difference_interval(groups, level: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES,
@@ -181,20 +167,28 @@ def seeds_auroc_difference_interval(groups, level: float = 0.95, resamples: int 
     group: that category's difference). Each resample draws every category's test images anew and
     scores both arms on the *same* images, so the noise the two share (which images happen to be
     hard) cancels; the interval is narrower than two separate intervals suggest."""
+    return _grouped_interval(groups, level, resamples, seed, "seeds_auroc_difference_interval")
+
+
+def _grouped_interval(groups, level: float, resamples: int, seed: int, metric: str) -> tuple[float, float]:
+    """The bootstrap behind the two functions above: per group (labels, arm A, arm B or None), the
+    seed-mean AUROC of A (less that of B) on each resample, both arms on the same images; then the
+    mean over groups and its percentile interval. Single-class groups are left out."""
     rng = np.random.default_rng(seed)
     per_group = []
-    for labels, scores_a, scores_b in groups:
+    for labels, *arms in groups:
         labels_np = _labels(labels, "labels")
-        a = np.atleast_2d(_scores(scores_a, "scores_a"))
-        b = np.atleast_2d(_scores(scores_b, "scores_b"))
-        if a.shape[1] != labels_np.shape[0] or b.shape[1] != labels_np.shape[0]:
-            raise ValueError(f"scores must be (seeds, {labels_np.shape[0]}), got {a.shape} and {b.shape}")
+        arms = [np.atleast_2d(_scores(arm, "scores")) for arm in arms if arm is not None]
+        for arm in arms:
+            if arm.ndim != 2 or arm.shape[1] != labels_np.shape[0]:
+                raise ValueError(f"scores must be (seeds, {labels_np.shape[0]}), got {arm.shape}")
         if labels_np.all() or not labels_np.any():
             continue
-        values = _bootstrap_aurocs(labels_np, np.vstack([a, b]), resamples, rng)  # same images
-        per_group.append(values[:len(a)].mean(axis=0) - values[len(a):].mean(axis=0))
+        values = _bootstrap_aurocs(labels_np, np.vstack(arms), resamples, rng)  # same images
+        first = values[:len(arms[0])].mean(axis=0)
+        per_group.append(first - values[len(arms[0]):].mean(axis=0) if len(arms) == 2 else first)
     if not per_group:
-        nan = _undefined("seeds_auroc_difference_interval", "no category holds both classes")
+        nan = _undefined(metric, "no category holds both classes")
         return nan, nan
     tail = (1.0 - level) / 2.0
     low, high = np.quantile(np.mean(per_group, axis=0), [tail, 1.0 - tail])
