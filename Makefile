@@ -57,7 +57,7 @@ bench: install
 
 # The detection benchmark: bench/results/quality.{json,md}.
 quality: install
-	$(BIN)/python -m bench.quality
+	$(BIN)/python -m bench.records.quality
 
 clean:
 	rm -rf _build

@@ -1,4 +1,3 @@
-"""Benchmark of the masked autoencoder: throughput, memory, FLOPs against the machine's matmul rate.
-
-Run ``python -m bench`` (or ``maskad bench``); ``--quick`` runs a tiny configuration in seconds.
-"""
+"""Measurements of the package, never imported by it: ``perf/``, the performance benchmark
+(``python -m bench``); ``records/``, the evidence each record of ``results/`` was produced by
+(``python -m bench.records.<name>``, the command printed in each record)."""

@@ -3,6 +3,6 @@ as ``torchrun --nproc_per_node=N -m maskad_core train ...``."""
 
 import sys
 
-from maskad_core.cli import main
+from maskad_core.cli.main import main
 
 sys.exit(main())

@@ -5,14 +5,14 @@ The paper does not give λ1, λ2, λ3. The defaults chosen here:
 * ``DEFAULT_SSIM_WEIGHT = 0.1`` and ``DEFAULT_L1_WEIGHT = 1.0``: with equal weights the SSIM term
   dominates the gradient early on and holds the reconstruction at the image's mean colour for hundreds
   of steps; at a tenth of L1's weight the model learns structure at once and SSIM still shapes it
-  (measured: ``maskad_core/recipe_log.yaml``, decision ``ssim_weight``).
+  (measured: ``maskad_core/study/recipe_log.yaml``, decision ``ssim_weight``).
 * ``DEFAULT_LPIPS_WEIGHT = 0.1``: LPIPS is a deep-feature distance whose gradients pass through a
   frozen AlexNet; a small weight keeps it a perceptual regulariser rather than the main objective, and
   keeps runs with and without LPIPS (it is often unavailable offline, see below) close to each other.
 
 SSIM comes from pytorch-msssim (Gaussian window, sigma 1.5, data_range 1). pytorch-msssim filters
 without padding and needs every image side >= the window, so the window is chosen per input by
-:func:`ssim_window_size`: the usual 11, or the largest odd size that fits a smaller image.
+:func:`maskad_core.scoring.ssim_window_size`: the usual 11, or the largest odd size that fits a smaller image.
 
 LPIPS comes from the ``lpips`` package (net='alex', version 0.1). Its linear calibration layers ship in
 the wheel; the AlexNet trunk needs torchvision's ImageNet weights ``alexnet-owt-7be5be79.pth`` in
@@ -48,13 +48,13 @@ import torch.nn.functional as F
 from pytorch_msssim import ssim
 from torch import Tensor, nn
 
+from maskad_core.scoring import SSIM_SIGMA, ssim_window_size
+
 DEFAULT_SSIM_WEIGHT = 0.1
 DEFAULT_L1_WEIGHT = 1.0
 DEFAULT_LPIPS_WEIGHT = 0.1
 
 LPIPS_MODES = ("auto", "required", "off")
-SSIM_SIGMA = 1.5
-SSIM_MAX_WINDOW = 11
 
 ALEXNET_WEIGHTS_FILE = "alexnet-owt-7be5be79.pth"
 ALEXNET_WEIGHTS_URL = "https://download.pytorch.org/models/" + ALEXNET_WEIGHTS_FILE
@@ -72,19 +72,6 @@ class LPIPSUnavailableError(RuntimeError):
 
 class LPIPSUnavailableWarning(UserWarning):
     """LPIPS is skipped (λ3 = 0) because its AlexNet weights are unavailable."""
-
-
-def ssim_window_size(height: int, width: int) -> int:
-    """SSIM window side for an image of ``height`` x ``width``: 11, or the largest odd size that fits.
-
-    pytorch-msssim filters without padding, so the window may not exceed the smaller side. Raises
-    ValueError for images smaller than 3 x 3, where SSIM has no structure term to speak of.
-    """
-    side = min(int(height), int(width))
-    if side < 3:
-        raise ValueError(f"SSIM needs images of at least 3x3 pixels, got {height}x{width}")
-    window = min(SSIM_MAX_WINDOW, side)
-    return window if window % 2 == 1 else window - 1
 
 
 def alexnet_weights_path() -> Path:

@@ -15,11 +15,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from maskad_core.losses import SSIM_SIGMA, ssim_window_size
-
 ANOMALY_MAP_KINDS = ("l2", "l2_centered", "l1", "ssim")
 REDUCTIONS = ("mean", "max", "topk")
 SMOOTHING_TRUNCATE = 4.0  # kernel radius in sigmas, as scipy.ndimage.gaussian_filter
+SSIM_SIGMA = 1.5  # the SSIM window of the loss (eq. 4) and of the ssim map alike
+SSIM_MAX_WINDOW = 11
+
+
+def ssim_window_size(height: int, width: int) -> int:
+    """SSIM window side for an image of ``height`` x ``width``: 11, or the largest odd size that fits.
+
+    pytorch-msssim filters without padding, so the window may not exceed the smaller side. Raises
+    ValueError for images smaller than 3 x 3, where SSIM has no structure term to speak of.
+    """
+    side = min(int(height), int(width))
+    if side < 3:
+        raise ValueError(f"SSIM needs images of at least 3x3 pixels, got {height}x{width}")
+    window = min(SSIM_MAX_WINDOW, side)
+    return window if window % 2 == 1 else window - 1
 
 
 def gaussian_kernel_1d(sigma: float, radius: int, dtype=torch.float32, device=None) -> Tensor:
@@ -154,7 +167,7 @@ def standardizes(standardization: str) -> bool:
 
 # The std floor of MapStatistics, as a fraction of the category's mean per-pixel std: a pixel whose
 # training maps barely vary must not turn a tiny error into a huge z-score. Measured on the tuning
-# data (`python -m bench.recipe --std-floor norm-ssim-0.1`, bench/results/recipe/gen-val-std-floor.jsonl):
+# data (`python -m bench.records.recipe --std-floor norm-ssim-0.1`, bench/results/recipe/gen-val-std-floor.jsonl):
 # fractions from 0 to 0.3 score alike, larger ones lower.
 STD_FLOOR_FRACTION = 0.1
 

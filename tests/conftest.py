@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from maskad_core import study
+from maskad_core.study import runner as study
 
 
 @dataclass

@@ -10,19 +10,21 @@ import pytest
 import torch
 from train_fixtures import tiny_config
 
-from maskad_core.baselines import evaluate_baseline, load_split
-from maskad_core.cli import main
-from maskad_core.data import DataError
-from maskad_core.detectors import FLOOR_METHODS as METHODS  # probes: tests/test_detectors.py
-from maskad_core.detectors import (
+from maskad_core.cli.main import main
+from maskad_core.data.mvtec import DataError
+from maskad_core.evaluation.baselines import evaluate_baseline, load_split
+from maskad_core.evaluation.detectors import (
+    FLOOR_METHODS as METHODS,  # probes: tests/test_detectors.py
+)
+from maskad_core.evaluation.detectors import (
     STD_FLOOR,
     PixelGaussian,
     PixelNearestNeighbour,
     chunk_sizes,
     make_detector,
 )
-from maskad_core.results import METRIC_NAMES, format_table, metrics_table
-from maskad_core.splits import dataset_samples, open_dataset
+from maskad_core.evaluation.results import METRIC_NAMES, format_table, metrics_table
+from maskad_core.training.splits import dataset_samples, open_dataset
 
 
 def normal_images(count: int, size: int = 32, seed: int = 0) -> torch.Tensor:
@@ -170,9 +172,9 @@ def test_maskad_baseline_prints_the_evaluate_table(method, data_root, home, tmp_
 
 def test_maskad_baseline_without_data_uses_the_embedded_synthetic_set(data_root, home, monkeypatch,
                                                                        capsys):
-    import maskad_core.synthetic
+    import maskad_core.data.synthetic
 
-    monkeypatch.setattr(maskad_core.synthetic, "default_data_root", lambda *a, **k: data_root)
+    monkeypatch.setattr(maskad_core.data.synthetic, "default_data_root", lambda *a, **k: data_root)
     assert main(["baseline", "image_size=32", "--categories", "waves"]) == 0
     assert "\nwaves " in capsys.readouterr().out
 
@@ -194,7 +196,7 @@ def test_maskad_baseline_bad_arguments_give_one_line(argv, message, data_root, h
 
 
 def test_bench_floor_writes_its_tables(data_root, home, tmp_path):
-    from bench.floor import main as floor_main
+    from bench.records.floor import main as floor_main
 
     out = tmp_path / "results"
     assert floor_main(["--mvtec", str(data_root), "--mvtec-categories", "stripes",
@@ -204,5 +206,5 @@ def test_bench_floor_writes_its_tables(data_root, home, tmp_path):
     assert [(r["data"], r["method"]) for r in report["results"]] == [
         (data, method) for data in ("MVTec AD", "generated") for method in METHODS]
     text = (out / "floor.md").read_text()
-    assert "python -m bench.floor --mvtec" in text and "| MVTec AD | nn | 32 | 8 | stripes |" in text
+    assert "python -m bench.records.floor --mvtec" in text and "| MVTec AD | nn | 32 | 8 | stripes |" in text
     assert "| generated | gaussian | 32 | 4 | mean of 2 |" in text and "load average" in text

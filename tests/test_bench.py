@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from bench.__main__ import main
-from bench.configs import BenchConfig, default_configs, profile_model, quick_configs
-from bench.core import thread_sweep
-from bench.experiments import predict_views_chunked, reconstruct_patch_space
-from bench.flops import count_flops
-from bench.machine import PeakMemory, machine_info
-from bench.reference import PerViewLoopReference
-from bench.report import METRIC_ROWS, markdown
+from bench.perf.configs import BenchConfig, default_configs, profile_model, quick_configs
+from bench.perf.core import thread_sweep
+from bench.perf.experiments import predict_views_chunked, reconstruct_patch_space
+from bench.perf.flops import count_flops
+from bench.perf.machine import PeakMemory, machine_info
+from bench.perf.reference import PerViewLoopReference
+from bench.perf.report import METRIC_ROWS, markdown
 from maskad_core.masking import complementary_masks
 from maskad_core.model import MaskedAutoencoder
 
@@ -103,7 +103,7 @@ def test_flop_count_equals_hand_count(ratio):
     expected = hand_count_forward(n, batch=2)
     assert by_op["convolution"] == expected["convolution"]
     assert by_op["addmm"] == expected["addmm"]
-    # the CPU attention kernel is not in torch's flop table; bench.flops adds it
+    # the CPU attention kernel is not in torch's flop table; bench.perf.flops adds it
     assert by_op["_scaled_dot_product_flash_attention_for_cpu"] == expected["attention"]
     assert total == sum(expected.values())
 

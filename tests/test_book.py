@@ -468,7 +468,7 @@ def test_pages_show_no_traceback_raw_cell_or_process_word(page_reports):
 
 
 def test_the_glued_quantity_has_one_value_on_every_page(page_reports, book_root):
-    from maskad_core.glue import read_glue
+    from maskad_core.study.glue import read_glue
 
     notebook, key = GLUED_QUANTITY
     glued = read_glue(book_root / notebook)
@@ -700,7 +700,7 @@ def book_extension():
 
 
 def test_paper_arithmetic_is_computed_from_the_data_file(book_extension):
-    from maskad_core import paper
+    from maskad_core.study import paper
 
     subs = book_extension.paper_substitutions()
     table, printed = paper.table1(), paper.table1_printed_mean()
@@ -715,7 +715,7 @@ def test_paper_arithmetic_is_computed_from_the_data_file(book_extension):
 def test_a_claim_the_data_contradict_stops_the_build(book_extension, monkeypatch):
     from sphinx.errors import ConfigError
 
-    from maskad_core import paper
+    from maskad_core.study import paper
 
     wrong = dict(paper.claims(), categories_best=paper.claims()["categories_best"] + 1)
     monkeypatch.setattr(paper, "claims", lambda: wrong)
@@ -768,7 +768,7 @@ def test_glued_values_are_read_back(book_extension, tmp_path):
 
 
 def test_the_report_takes_its_one_seed_rule_from_the_code(book_extension, tmp_path):
-    """The comparison words are glued by the notebooks (maskad_core.headline); the extension only
+    """The comparison words are glued by the notebooks (maskad_core.study.headline); the extension only
     quotes the one-seed rule, read from the code, so the glossary cannot drift from it."""
     rule = book_extension._module_constant("headline", "INTERVAL_RULE")
     assert "paired difference" in rule and "95% intervals do not overlap" in rule and "level" in rule

@@ -1,4 +1,4 @@
-"""bench.budget: the validation split that chooses the real profile's epochs holds out normal
+"""bench.records.budget: the validation split that chooses the real profile's epochs holds out normal
 training images only, plants defects whose masks cover what changed, and reads as an MVTec AD
 category; the rule picks the fewest epochs near the best. No AUROC level is asserted."""
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.budget import DEFECT_KINDS, build_validation_root, choose, held_out, plant_defect
-from bench.study_budget import trained_runs
-from maskad_core.data import MVTecAD
+from bench.records.budget import DEFECT_KINDS, build_validation_root, choose, held_out, plant_defect
+from bench.records.study_budget import trained_runs
+from maskad_core.data.mvtec import MVTecAD
 
 
 def test_held_out_is_a_seeded_disjoint_fifth():

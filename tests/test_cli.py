@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from train_fixtures import tiny_config
 
-from maskad_core import runs
-from maskad_core.cli import build_parser, main
-from maskad_core.config import FIELD_NAMES
+from maskad_core.cli.main import build_parser, main
+from maskad_core.training import runs
+from maskad_core.training.config import FIELD_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["image_size=32", "patch_size=8", "embed_dim=16", "depth=1", "num_heads=2",
@@ -88,7 +88,7 @@ def test_train_evaluate_score_on_tiny_data(data_root, home, tmp_path, capsys):
 
 
 def test_train_without_data_uses_the_embedded_synthetic_set(data_root, home, monkeypatch):
-    from maskad_core import splits
+    from maskad_core.training import splits
 
     monkeypatch.setattr(splits, "default_data_root", lambda *a, **k: data_root)
     assert main(["train", "--quiet", *TINY]) == 0
@@ -134,7 +134,7 @@ def test_wrong_arguments_give_one_line_and_status_2(argv, message, data_root, ho
 
 def test_errors_in_a_real_process_have_no_traceback(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "maskad_core.cli", "train", "--data", str(tmp_path), "mask_ratio=0.7"],
+        [sys.executable, "-m", "maskad_core.cli.main", "train", "--data", str(tmp_path), "mask_ratio=0.7"],
         cwd=REPO, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin",
                                                        "MASKAD_HOME": str(tmp_path / "home")})
     assert result.returncode == 2
@@ -190,7 +190,7 @@ def test_help_lists_every_option_with_its_default(command, capsys):
 
 
 def test_overrides_may_sit_between_options():
-    from maskad_core.cli import parse_args
+    from maskad_core.cli.main import parse_args
 
     args = parse_args(["train", "epochs=3", "--quiet", "lr=0.01", "--data", "d"])
     assert args.overrides == ["epochs=3", "lr=0.01"] and args.quiet and args.data == "d"

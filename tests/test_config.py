@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from maskad_core.config import UNHASHED_FIELDS, TrainConfig, field_defaults
 from maskad_core.losses import DEFAULT_L1_WEIGHT, DEFAULT_LPIPS_WEIGHT, DEFAULT_SSIM_WEIGHT
-from maskad_core.overrides import coerce_like, parse_assignments, parse_value
+from maskad_core.training.config import UNHASHED_FIELDS, TrainConfig, field_defaults
+from maskad_core.training.overrides import coerce_like, parse_assignments, parse_value
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,7 +41,7 @@ def test_yaml_round_trip_keeps_every_setting_and_the_hash(tmp_path):
 
 def test_hash_is_the_same_in_another_process():
     config = TrainConfig(epochs=3, categories=["bottle"])
-    code = ("from maskad_core.config import TrainConfig;"
+    code = ("from maskad_core.training.config import TrainConfig;"
             "print(TrainConfig(epochs=3, categories=['bottle']).hash())")
     other = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                            check=True, env={"PYTHONHASHSEED": "123", "PATH": "/usr/bin:/bin"})

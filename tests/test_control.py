@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 from train_fixtures import make_mvtec_tree, tiny_config
 
-from maskad_core.baselines import evaluate_baseline
-from maskad_core.data import MVTecAD, read_image
-from maskad_core.evaluate import reconstruct_and_map
+from maskad_core.data.mvtec import MVTecAD, read_image
+from maskad_core.evaluation.baselines import evaluate_baseline
+from maskad_core.evaluation.evaluate import reconstruct_and_map
 from maskad_core.model import build_model
 
 

@@ -14,8 +14,8 @@ from PIL import Image
 from scipy import ndimage
 from torch.utils.data import DataLoader
 
-from maskad_core.config import TrainConfig
-from maskad_core.data import (
+from maskad_core.data.geometry import Placement, placement
+from maskad_core.data.mvtec import (
     AUGMENTATIONS,
     NON_SQUARE_RULES,
     DataError,
@@ -25,8 +25,8 @@ from maskad_core.data import (
     category_folders,
     read_image,
 )
-from maskad_core.geometry import Placement, placement
-from maskad_core.recipe_log import load_log
+from maskad_core.study.recipe_log import load_log
+from maskad_core.training.config import TrainConfig
 
 SIZE = 16
 

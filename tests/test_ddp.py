@@ -7,8 +7,8 @@ import math
 import torch
 from train_fixtures import make_mvtec_tree, tiny_config
 
-from maskad_core import runs
-from maskad_core.cli import main
+from maskad_core.cli.main import main
+from maskad_core.training import runs
 
 
 def test_two_process_ddp_run_finishes_and_is_loadable(tmp_path, monkeypatch, capsys):

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from maskad_core import scoring
-from maskad_core.detectors import (
+from maskad_core.data.image_norm import CENTER, SCALE, standardize_images
+from maskad_core.evaluation.detectors import (
     DEFAULT_SMOOTH_SIGMA,
     DETECTORS,
     FLOOR_METHODS,
@@ -22,7 +23,6 @@ from maskad_core.detectors import (
     detector_settings,
     make_detector,
 )
-from maskad_core.image_norm import CENTER, SCALE, standardize_images
 
 SIZE = 32
 BAR = (slice(12, 20), slice(8, 24))  # rows, columns of the part: 8 px (a patch) from the edges

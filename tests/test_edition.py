@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from maskad_core import edition, profiles
+from maskad_core.study import edition, profiles
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def test_no_edition_is_none_and_says_so(tmp_path):
 def test_a_figure_shown_and_glued_is_stored_once(tmp_path):
     import nbformat
 
-    from maskad_core.study import GLUE_PREFIX, keep_one_copy_of_glued_figures, read_glue
+    from maskad_core.study.runner import GLUE_PREFIX, keep_one_copy_of_glued_figures, read_glue
 
     cell = nbformat.v4.new_code_cell("plt.show(); glue('fig', fig, display=False)")
     cell.outputs = [

@@ -4,7 +4,8 @@ import os
 import shutil
 from pathlib import Path
 
-from maskad_core import edition, study
+from maskad_core.study import edition
+from maskad_core.study import runner as study
 
 REPO = Path(__file__).resolve().parents[1]
 EDITIONS = sorted((REPO / "book").glob("executed*"))

@@ -1,7 +1,7 @@
-"""bench.evidence: verdicts come from the spread rule applied to the recorded seeds, and the report
+"""bench.records.evidence: verdicts come from the spread rule applied to the recorded seeds, and the report
 shows every arm, every detector and every check. No AUROC level of a real run is asserted."""
 
-from bench.evidence import markdown_real, verdicts
+from bench.records.evidence import markdown_real, verdicts
 
 
 def _entry(values, ci=(0.5, 0.9)):

@@ -14,10 +14,13 @@ import pytest
 import torch
 from train_fixtures import make_mvtec_tree
 
-from maskad_core import masking, paths, runs, runtime, splits, synthetic
-from maskad_core.cli import main
-from maskad_core.config import TrainConfig
-from maskad_core.data import DataError
+from maskad_core import masking
+from maskad_core.cli.main import main
+from maskad_core.data import paths, synthetic
+from maskad_core.data.mvtec import DataError
+from maskad_core.training import runs, runtime, splits
+from maskad_core.training import train as train_module
+from maskad_core.training.config import TrainConfig
 
 SMALL_SET = {"categories": ["pill"], "image_size": 32, "n_train": 1, "n_test_good": 1,
              "n_test_defective": 2}
@@ -69,15 +72,15 @@ def test_check_finite_state_names_the_first_non_finite_tensor():
     model = {"encoder.weight": torch.ones(2, 3), "encoder.bias": torch.zeros(3),
              "steps": torch.tensor(4)}  # an integer tensor is never non-finite
     checkpoint = {"epoch": 3, "model": model, "optimizer": {"state": {0: {"exp_avg": torch.ones(3)}}}}
-    runs.check_finite_state(checkpoint, "checkpoint of epoch 3")  # all finite: no error
+    train_module.check_finite_state(checkpoint, "checkpoint of epoch 3")  # all finite: no error
     checkpoint["optimizer"]["state"][0]["exp_avg"][1] = float("inf")
     model["encoder.bias"][0] = float("nan")
-    with pytest.raises(runs.NonFiniteStateError,
+    with pytest.raises(train_module.NonFiniteStateError,
                        match=r"checkpoint of epoch 3 not written: model\.encoder\.bias holds 1 NaN "
                              r"or infinite value\(s\) of 3 \(2 tensor\(s\) affected\)"):
-        runs.check_finite_state(checkpoint, "checkpoint of epoch 3")
+        train_module.check_finite_state(checkpoint, "checkpoint of epoch 3")
     with pytest.raises(ValueError, match="lower lr"):  # a user error: one line from the command
-        runs.check_finite_state({"w": torch.full((2,), -float("inf"))}, "weights")
+        train_module.check_finite_state({"w": torch.full((2,), -float("inf"))}, "weights")
 
 
 # ------------------------------------------------------------------ 2. overwrite keeps foreign files
@@ -167,6 +170,7 @@ def _finished_run(config: TrainConfig, fingerprint: dict | None) -> Path:
     runs.atomic_write_text(path / runs.CONFIG_FILE, config.to_yaml())
     if fingerprint is not None:
         runs.write_data_record(path, fingerprint)
+    runs.write_training_record(path, {"epochs": config.epochs}, {}, [{"epoch": 1}])
     runs.atomic_write_text(path / runs.DONE_FILE, "done\n")
     return path
 
@@ -183,7 +187,6 @@ def test_a_twin_must_have_been_trained_on_the_same_data(tmp_path, home):
     assert runs.read_data_record(legacy) == fingerprint
     assert runs.find_trained_twin(rescored).path == legacy
     assert runs.find_trained_twin(rescored, fingerprint).path == legacy
-    (legacy / runs.HISTORY_FILE).write_text("epoch\n1\n")
     copy = runs.run_path(rescored)
     runs.copy_training(legacy, copy)  # a twin's training, copied with its data record
     assert runs.read_data_record(copy) == fingerprint

@@ -6,11 +6,11 @@ from __future__ import annotations
 import torch
 from train_fixtures import tiny_config
 
-from maskad_core.feature_score import evaluate_feature_nn, nearest_distances
+from maskad_core.evaluation.feature_score import evaluate_feature_nn, nearest_distances
+from maskad_core.evaluation.results import FRAME_COLUMNS
+from maskad_core.evaluation.run_record import train_and_evaluate
 from maskad_core.masking import complementary_masks
 from maskad_core.model import build_model
-from maskad_core.results import FRAME_COLUMNS
-from maskad_core.train import train
 
 
 def test_each_patch_is_encoded_by_the_view_that_shows_it(data_root):
@@ -35,7 +35,7 @@ def test_nearest_distances_are_exact_and_zero_for_a_bank_member():
 
 
 def test_the_feature_score_has_the_evaluation_shape(data_root, home):
-    run = train(tiny_config(data_root, epochs=1), quiet=True)
+    run = train_and_evaluate(tiny_config(data_root, epochs=1), quiet=True)
     evaluation, frame = evaluate_feature_nn(run)
     assert list(frame.columns) == list(FRAME_COLUMNS) and frame.score_eq1.isna().all()
     assert list(evaluation["per_category"]) == ["stripes", "waves"]

@@ -1,4 +1,4 @@
-"""The headline over training seeds (maskad_core.seeds, maskad_core.headline): statistics, the one
+"""The headline over training seeds (maskad_core.study.seeds, maskad_core.study.headline): statistics, the one
 comparison rule, and tables a page can show (no NaN, None or raw booleans)."""
 
 from __future__ import annotations
@@ -7,8 +7,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from maskad_core import headline, seeds
-from maskad_core.config import TrainConfig
 from maskad_core.metrics import (
     image_auroc,
     mean_auroc_interval,
@@ -16,7 +14,9 @@ from maskad_core.metrics import (
     seeds_auroc_interval,
     seeds_mean_auroc_interval,
 )
-from maskad_core.seeds import MEAN, DetectorResult, SeedStatistic
+from maskad_core.study import headline, seeds
+from maskad_core.study.seeds import MEAN, DetectorResult, SeedStatistic
+from maskad_core.training.config import TrainConfig
 
 
 def _frames(n_seeds: int = 3, n: int = 40, shift: float = 1.0, seed: int = 0) -> list[pd.DataFrame]:

@@ -1,5 +1,5 @@
 """The lab profile: the cpu profile's main model in a class period, and its recorded measurement
-(bench/results/lab.json, written by ``python -m bench.lab``). Speed is a recorded benchmark value
+(bench/results/lab.json, written by ``python -m bench.records.lab``). Speed is a recorded benchmark value
 read back here, never timed by a test."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from maskad_core import profiles, report
-from maskad_core.runs import run_id
+from maskad_core.study import profiles, report
+from maskad_core.training.runs import run_id
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORD = ROOT / "bench" / "results" / "lab.json"
@@ -21,7 +21,7 @@ CLASS_MINUTES = 15.0  # what a class period leaves for the whole study
 
 @pytest.fixture(scope="module")
 def record() -> dict:
-    assert RECORD.is_file(), "bench/results/lab.json is missing: run python -m bench.lab"
+    assert RECORD.is_file(), "bench/results/lab.json is missing: run python -m bench.records.lab"
     return json.loads(RECORD.read_text())
 
 
@@ -126,7 +126,7 @@ def test_seed_exercise_cites_the_real_editions_glue_and_hides_its_answer():
 
 
 def test_every_value_the_teaching_notes_cite_is_glued_by_the_real_edition():
-    from maskad_core.glue import read_glue
+    from maskad_core.study.glue import read_glue
 
     text = TEACHING.read_text(encoding="utf8")
     cited = set(re.findall(r"executed-real/04_table1\.ipynb::(\w+)", text))

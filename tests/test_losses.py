@@ -17,8 +17,8 @@ from maskad_core.losses import (
     LPIPSUnavailableWarning,
     ReconstructionLoss,
     alexnet_weights_path,
-    ssim_window_size,
 )
+from maskad_core.scoring import ssim_window_size
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def _pair(shape=(2, 3, 32, 32), seed=0):
 
 
 def test_defaults_are_exposed_and_documented():
-    from maskad_core.recipe_log import chosen_defaults
+    from maskad_core.study.recipe_log import chosen_defaults
 
     assert DEFAULT_SSIM_WEIGHT == chosen_defaults()["ssim_weight"] and DEFAULT_L1_WEIGHT == 1.0
     assert 0 < DEFAULT_LPIPS_WEIGHT < DEFAULT_L1_WEIGHT

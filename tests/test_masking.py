@@ -84,8 +84,8 @@ def test_make_masks_dispatches_and_rejects_unknown_modes():
 
 
 def test_evaluation_masks_stack_independent_partitions_of_the_evaluation_masking():
-    from maskad_core.config import TrainConfig
-    from maskad_core.evaluate import image_masks
+    from maskad_core.evaluation.evaluate import image_masks
+    from maskad_core.training.config import TrainConfig
 
     config = TrainConfig(test_partitions=3)
     masks = image_masks(config, 16, [0, 1])

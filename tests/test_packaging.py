@@ -35,7 +35,7 @@ def test_environment_yml_lists_the_same_dependencies_as_pyproject():
 
 def test_pyproject_names_the_package_the_script_and_jupyter_book_1():
     data = pyproject()
-    assert data["project"]["scripts"]["maskad"] == "maskad_core.cli:main"
+    assert data["project"]["scripts"]["maskad"] == "maskad_core.cli.main:main"
     book = [normalise(s) for s in data["project"]["dependencies"] if s.startswith("jupyter-book")]
     assert book == [("jupyter-book", "<2,>=1.0.4.post1")]
     for needed in ("torch", "timm", "lpips", "pytorch-msssim", "pandas", "seaborn", "papermill",
@@ -167,11 +167,17 @@ def test_book_requirements_pull_in_no_torch_and_cover_the_extensions_imports():
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0
                      else [])
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module.startswith("maskad_core"):
+                # ``from maskad_core.study import edition`` imports the submodule study/edition.py
+                names += [f"{node.module}.{a.name}" for a in node.names
+                          if (ROOT / node.module.replace(".", "/") / f"{a.name}.py").is_file()]
             for name in names:
                 if name.startswith("maskad_core."):  # follow the package's own modules
                     if name not in seen_local:
                         seen_local.add(name)
-                        sources.append((ROOT / (name.replace(".", "/") + ".py"), False))
+                        stem = ROOT / name.replace(".", "/")
+                        module_file = stem / "__init__.py" if stem.is_dir() else stem.with_suffix(".py")
+                        sources.append((module_file, False))
                 elif name != "maskad_core":
                     modules.add(name.split(".")[0])
     third_party = modules - set(sys.stdlib_module_names)
@@ -179,8 +185,8 @@ def test_book_requirements_pull_in_no_torch_and_cover_the_extensions_imports():
     for module in sorted(third_party):
         dists = {re.sub(r"[-_.]+", "-", d).lower() for d in providers.get(module, [])}
         assert dists & closure, f"the book's extension imports {module}, which book/requirements.txt lacks"
-    assert seen_local <= {"maskad_core.paper", "maskad_core.edition"}, (
-        f"the book's extension imports {sorted(seen_local)}: maskad_core.config, .data and .profiles "
+    assert seen_local <= {"maskad_core.study", "maskad_core.study.paper", "maskad_core.study.edition"}, (
+        f"the book's extension imports {sorted(seen_local)}: maskad_core.training.config, .data and .profiles "
         "import torch; read what the book needs from the sources instead (see maskad_book.py)")
 
 
@@ -207,7 +213,7 @@ print(len(subs), sorted(m for m in sys.modules if m.startswith("maskad_core")))
 
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "maskad_core.config" not in done.stdout
+    assert "maskad_core.training.config" not in done.stdout
 
 
 def test_what_the_extension_reads_from_the_sources_is_what_the_code_says(tmp_path):
@@ -220,9 +226,9 @@ def test_what_the_extension_reads_from_the_sources_is_what_the_code_says(tmp_pat
     import shutil
     import sys
 
-    from maskad_core import edition, profiles
-    from maskad_core.config import TrainConfig
-    from maskad_core.data import MVTecAD
+    from maskad_core.data.mvtec import MVTecAD
+    from maskad_core.study import edition, profiles
+    from maskad_core.training.config import TrainConfig
 
     sys.path.insert(0, str(ROOT / "book" / "_ext"))
     try:
@@ -233,7 +239,7 @@ def test_what_the_extension_reads_from_the_sources_is_what_the_code_says(tmp_pat
     assert list(read.items()) == list(TrainConfig().to_dict().items())
     assert [type(v) for v in read.values()] == [type(v) for v in TrainConfig().to_dict().values()]
     signature = inspect.signature(MVTecAD.__init__).parameters
-    assert ext.function_defaults("data", "MVTecAD", "__init__") == {
+    assert ext.function_defaults("data.mvtec", "MVTecAD", "__init__") == {
         name: p.default for name, p in signature.items() if p.default is not inspect.Parameter.empty}
     assert ext.profile_names() == profiles.profile_names()
     for name in profiles.profile_names():

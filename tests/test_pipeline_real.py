@@ -12,9 +12,9 @@ import math
 import pytest
 from train_fixtures import REAL_MVTEC
 
-from maskad_core.cli import main
-from maskad_core.config import TrainConfig
-from maskad_core.train import train
+from maskad_core.cli.main import main
+from maskad_core.evaluation.run_record import train_and_evaluate
+from maskad_core.training.config import TrainConfig
 
 pytestmark = pytest.mark.skipif(not REAL_MVTEC.is_dir(), reason=f"real MVTec AD subset not at {REAL_MVTEC}")
 
@@ -27,7 +27,7 @@ def test_multi_class_run_on_bottle_and_screw(tmp_path, monkeypatch, capsys):
         decoder_num_heads=2, epochs=2, batch_size=8, warmup_epochs=1, lpips="off",
         max_train_images_per_category=24, max_test_images_per_category=16, device="cpu",
     ).validate()
-    run = train(config, quiet=True)
+    run = train_and_evaluate(config, quiet=True)
     assert run.done
 
     metrics = run.metrics

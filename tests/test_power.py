@@ -1,10 +1,10 @@
-"""bench.power: the Hanley & McNeil SE, the required n's direction, the empirical check's power."""
+"""bench.records.power: the Hanley & McNeil SE, the required n's direction, the empirical check's power."""
 
 import math
 
 import pytest
 
-from bench import power
+from bench.records import power
 
 
 def test_hanley_mcneil_se_by_hand():

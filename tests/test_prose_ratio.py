@@ -1,4 +1,4 @@
-"""The text-to-code ratio of the notebook sources (bench/prose_ratio.py): the counter on small
+"""The text-to-code ratio of the notebook sources (bench/records/prose_ratio.py): the counter on small
 notebooks written here, and the project's target (at least one prose line per visible code line)
 on every notebooks/0*.md."""
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import prose_ratio as pr
+from bench.records import prose_ratio as pr
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -220,4 +220,4 @@ def test_every_notebook_has_at_least_as_much_prose_as_visible_code(source):
     assert result["ratio"] >= pr.TARGET, (
         f"{source.name}: {result['prose']} prose lines for {result['code']} visible code lines "
         f"(ratio {result['ratio']:.2f}, target {pr.TARGET:g}); "
-        "python -m bench.prose_ratio shows every notebook")
+        "python -m bench.records.prose_ratio shows every notebook")

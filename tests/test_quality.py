@@ -1,8 +1,8 @@
-"""bench.quality: targets are judged from the numbers, and the report says met or missed."""
+"""bench.records.quality: targets are judged from the numbers, and the report says met or missed."""
 
 import json
 
-from bench.quality import check_targets, markdown
+from bench.records.quality import check_targets, markdown
 
 
 def _seed(bottle, screw, random_bottle, random_screw, minutes):
@@ -46,7 +46,7 @@ def test_markdown_names_the_machine_and_each_target():
                "floor": {"gaussian": {"per_category": {"bottle": 0.98, "screw": 0.4}, "mean": 0.69,
                                       "seconds": {"fit_seconds": 1.0}}}}
     profile["targets"] = check_targets("mvtec", profile)
-    profile.update({"date": "today", "command": "python -m bench.quality", "load_before": 0.1,
+    profile.update({"date": "today", "command": "python -m bench.records.quality", "load_before": 0.1,
                     "load_after": 0.2, "wall_minutes": 1.0,
                     "machine": {"cpu": "AMD EPYC", "cores": 2, "threads": 1, "torch": "2"}})
     record = {"profiles": [profile]}
@@ -58,7 +58,7 @@ def test_markdown_names_the_machine_and_each_target():
 
 
 def test_quality_table_shows_the_unstandardised_map_and_tolerates_older_records():
-    from maskad_core.recipe_log import quality_table
+    from maskad_core.study.recipe_log import quality_table
 
     profile = {"seeds": {0: _seed(0.96, 0.85, 0.9, 0.84, 29.0)},
                "floor": {"gaussian": {"per_category": {"bottle": 0.98, "screw": 0.4}, "mean": 0.69}}}
@@ -69,10 +69,10 @@ def test_quality_table_shows_the_unstandardised_map_and_tolerates_older_records(
 
 
 def test_a_run_of_one_profile_keeps_the_others_sections(tmp_path):
-    from bench.quality import merged_record
+    from bench.records.quality import merged_record
 
     path = tmp_path / "quality.json"
-    old = {"date": "earlier", "command": "python -m bench.quality", "machine": {"cpu": "A"},
+    old = {"date": "earlier", "command": "python -m bench.records.quality", "machine": {"cpu": "A"},
            "load_before": 0.0, "load_after": 0.0, "wall_minutes": 3.0,
            "profiles": [{"profile": "mvtec", "value": 1}, {"profile": "cpu", "value": 2}]}
     path.write_text(json.dumps(old))

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from maskad_core.config import TrainConfig
-from maskad_core.recipe_log import chosen_defaults, decision_table, load_log
+from maskad_core.study.recipe_log import chosen_defaults, decision_table, load_log
+from maskad_core.training.config import TrainConfig
 
 
 def test_train_config_defaults_are_the_recipe_logs_choices():
@@ -36,7 +36,7 @@ def test_decision_table_reads_numbers_from_the_measurement_file(tmp_path):
     table = decision_table(log, tmp_path)
     assert table.set_index("option").image_auroc.to_dict() == {"1e-3": 0.61, "2e-3": 0.72}
     assert table.set_index("option").is_chosen.to_dict() == {"1e-3": False, "2e-3": True}
-    with pytest.raises(FileNotFoundError, match="bench.recipe"):
+    with pytest.raises(FileNotFoundError, match="bench.records.recipe"):
         decision_table({"decisions": [{**log["decisions"][0], "study": "missing"}]}, tmp_path)
 
 

@@ -1,4 +1,4 @@
-"""maskad_core.report: what the notebooks state beside their numbers, and what they compute."""
+"""maskad_core.study.report: what the notebooks state beside their numbers, and what they compute."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 import torch
 from train_fixtures import tiny_config
 
-from maskad_core import comparison, paper, profiles, report
-from maskad_core.data import MVTecAD
+from maskad_core.data.mvtec import MVTecAD
 from maskad_core.model import build_model
+from maskad_core.study import comparison, paper, profiles, report
 
 
 # --------------------------------------------------------------------------- provenance
@@ -191,7 +191,7 @@ def test_histogram_statistics_per_category():
 
 
 def test_the_spread_rule_names_a_difference_only_beyond_both_spreads():
-    from maskad_core.comparison import spread_verdict
+    from maskad_core.study.comparison import spread_verdict
 
     assert spread_verdict([0.80, 0.82, 0.84], 0.70) == "higher"  # 0.82 - 0.02 > 0.70
     assert spread_verdict([0.80, 0.82, 0.84], 0.81) == "level"

@@ -11,19 +11,20 @@ import pytest
 import torch
 from train_fixtures import make_mvtec_tree, tiny_config
 
-from maskad_core import runs
-from maskad_core.baselines import evaluate_baseline
-from maskad_core.cli import main
-from maskad_core.data import MVTecAD
-from maskad_core.new_images import score_images
-from maskad_core.results import FRAME_COLUMNS, score_split
-from maskad_core.run_record import (
+from maskad_core.cli.main import main
+from maskad_core.data.mvtec import MVTecAD
+from maskad_core.evaluation.baselines import evaluate_baseline
+from maskad_core.evaluation.new_images import score_images
+from maskad_core.evaluation.results import FRAME_COLUMNS, score_split
+from maskad_core.evaluation.run_record import (
     STATISTICS_FILE,
     RunUnfinishedError,
     evaluate_run,
     load_statistics,
+    train_and_evaluate,
 )
-from maskad_core.train import Callbacks, train
+from maskad_core.training import runs
+from maskad_core.training.train import Callbacks
 
 
 class _Stop(Exception):
@@ -37,7 +38,7 @@ def own_data(tmp_path):
 
 
 def test_a_finished_run_keeps_its_map_statistics_and_scoring_uses_them(own_data, home):
-    run = train(tiny_config(own_data, epochs=1), quiet=True)
+    run = train_and_evaluate(tiny_config(own_data, epochs=1), quiet=True)
     saved = load_statistics(run.path, run.config)
     assert (run.path / STATISTICS_FILE).is_file() and saved.categories == ["stripes", "waves"]
     before, _ = evaluate_run(run)
@@ -56,7 +57,7 @@ def test_a_finished_run_keeps_its_map_statistics_and_scoring_uses_them(own_data,
 
 def test_evaluating_on_other_data_uses_the_runs_statistics_unless_asked_to_refit(data_root, home,
                                                                                tmp_path):
-    run = train(tiny_config(data_root, epochs=1), quiet=True)
+    run = train_and_evaluate(tiny_config(data_root, epochs=1), quiet=True)
     other = make_mvtec_tree(tmp_path / "other", seed=5)
     kept, _ = evaluate_run(run, other)
     refit, _ = evaluate_run(run, other, refit_statistics=True)
@@ -75,7 +76,7 @@ def test_an_unfinished_run_is_refused_unless_partial_is_asked_for(data_root, hom
             raise _Stop
 
     with pytest.raises(_Stop):
-        train(config, quiet=True, callbacks=Callbacks(after_epoch=stop))
+        train_and_evaluate(config, quiet=True, callbacks=Callbacks(after_epoch=stop))
     path = runs.run_path(config)
     with pytest.raises(RunUnfinishedError, match=r"unfinished \(epoch 1 of 3\).*--partial"):
         evaluate_run(path)
@@ -91,7 +92,7 @@ def test_an_unfinished_run_is_refused_unless_partial_is_asked_for(data_root, hom
 
 def test_score_scores_every_readable_image_lists_the_rest_and_never_mixes_outputs(
         data_root, home, tmp_path, capsys):
-    run = train(tiny_config(data_root, epochs=1), quiet=True)
+    run = train_and_evaluate(tiny_config(data_root, epochs=1), quiet=True)
     images = tmp_path / "images"
     shutil.copytree(data_root / "stripes" / "test" / "good", images)
     (images / "broken.png").write_bytes(b"not a png")
@@ -114,7 +115,7 @@ def test_score_scores_every_readable_image_lists_the_rest_and_never_mixes_output
 
 @pytest.mark.parametrize("problem", ["file", "foreign"])
 def test_score_checks_out_before_any_work(problem, data_root, home, tmp_path, capsys):
-    run = train(tiny_config(data_root, epochs=1), quiet=True)
+    run = train_and_evaluate(tiny_config(data_root, epochs=1), quiet=True)
     out = tmp_path / "out"
     if problem == "file":
         out.write_text("keep me")
@@ -130,7 +131,7 @@ def test_score_checks_out_before_any_work(problem, data_root, home, tmp_path, ca
 
 
 def test_evaluate_refuses_an_unwritable_out_before_scoring(data_root, home, tmp_path, capsys):
-    run = train(tiny_config(data_root, epochs=1), quiet=True)
+    run = train_and_evaluate(tiny_config(data_root, epochs=1), quiet=True)
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     assert main(["evaluate", str(run.path), "--out", str(blocker / "sub"), "--quiet"]) == 2
@@ -139,7 +140,7 @@ def test_evaluate_refuses_an_unwritable_out_before_scoring(data_root, home, tmp_
 
 def test_the_model_and_a_detector_give_frames_of_the_same_columns_through_one_function(
         data_root, home, monkeypatch):
-    from maskad_core import baselines, evaluate
+    from maskad_core.evaluation import baselines, evaluate
 
     calls = []
     real = score_split
@@ -150,7 +151,7 @@ def test_the_model_and_a_detector_give_frames_of_the_same_columns_through_one_fu
 
     monkeypatch.setattr(evaluate, "score_split", watched)
     monkeypatch.setattr(baselines, "score_split", watched)
-    run = train(tiny_config(data_root, epochs=1, max_test_images_per_category=None), quiet=True)
+    run = train_and_evaluate(tiny_config(data_root, epochs=1, max_test_images_per_category=None), quiet=True)
     model_scores = run.scores
     _, detector_scores = evaluate_baseline("gaussian", data_root, image_size=32)
     assert calls == [True, False]  # the model with eq. 1, the detector without, one function

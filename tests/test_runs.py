@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
-from maskad_core import runs, splits
-from maskad_core.config import TrainConfig
+from maskad_core.training import runs, splits
+from maskad_core.training.config import TrainConfig
 
 
 def _fake_run(config: TrainConfig):

@@ -1,4 +1,4 @@
-"""maskad_core.runtime: the GPU code paths, checked on a CPU with the device faked."""
+"""maskad_core.training.runtime: the GPU code paths, checked on a CPU with the device faked."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import contextlib
 import pytest
 import torch
 
-from maskad_core import runtime
+from maskad_core.training import runtime
 
 
 def test_autocast_is_bfloat16_on_cuda_and_nothing_elsewhere():

@@ -12,12 +12,13 @@ import pytest
 import torch
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from maskad_core import paper, profiles, study
-from maskad_core.config import FIELD_NAMES, TrainConfig
 from maskad_core.losses import ReconstructionLoss
 from maskad_core.masking import make_masks
 from maskad_core.model import build_model
-from maskad_core.train import make_optimizer
+from maskad_core.study import paper, profiles
+from maskad_core.study import runner as study
+from maskad_core.training.config import FIELD_NAMES, TrainConfig
+from maskad_core.training.train import make_optimizer
 
 NOTEBOOK_DIR = study.notebooks_dir()
 
@@ -51,7 +52,7 @@ def test_every_parameter_has_a_comment_and_the_smoke_default():
 
 
 def test_help_notebook_lists_every_parameter_with_its_comment(capsys):
-    from maskad_core.cli import main
+    from maskad_core.cli.main import main
 
     for name in study.NOTEBOOKS:
         assert main(["study", "--help-notebook", name]) == 0
@@ -306,7 +307,7 @@ def test_a_data_root_that_is_not_a_folder_is_refused_naming_the_resolved_path(tm
 
 
 def test_maskad_study_with_a_bad_value_fails_before_a_kernel_starts(tmp_path, monkeypatch, capsys):
-    from maskad_core.cli import main
+    from maskad_core.cli.main import main
 
     root = tmp_path / "root"
     _stage_sources(root)
@@ -407,7 +408,7 @@ def test_smoke_study_builds_the_book(smoke_study):
 
 
 def test_maskad_study_command_help_and_errors(capsys):
-    from maskad_core.cli import main
+    from maskad_core.cli.main import main
 
     with pytest.raises(SystemExit) as exited:
         main(["study", "--help"])

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskad_core import synthetic
-from maskad_core.data import DataError, MVTecAD, available_categories
-from maskad_core.synthetic import (
+from maskad_core.data import synthetic
+from maskad_core.data.mvtec import DataError, MVTecAD, available_categories
+from maskad_core.data.synthetic import (
     CATEGORY_SPECS,
     SYNTHETIC_CATEGORIES,
     default_data_root,

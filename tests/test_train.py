@@ -9,17 +9,18 @@ import pytest
 import torch
 from train_fixtures import make_mvtec_tree, tiny_config
 
-from maskad_core import epoch as epoch_module
-from maskad_core import results as results_module
-from maskad_core import runs
-from maskad_core import train as train_module
-from maskad_core.config import TrainConfig
-from maskad_core.evaluate import evaluate_model
+from maskad_core.evaluation import results as results_module
+from maskad_core.evaluation.evaluate import evaluate_model
+from maskad_core.evaluation.results import metrics_table
+from maskad_core.evaluation.run_record import train_and_evaluate
 from maskad_core.losses import ReconstructionLoss
 from maskad_core.masking import complementary_masks
 from maskad_core.model import build_model
-from maskad_core.results import metrics_table
-from maskad_core.train import Callbacks, TrainingDivergedError, lr_factor, train
+from maskad_core.training import epoch as epoch_module
+from maskad_core.training import runs
+from maskad_core.training import train as train_module
+from maskad_core.training.config import TrainConfig
+from maskad_core.training.train import Callbacks, TrainingDivergedError, lr_factor
 
 
 class _Interrupted(Exception):
@@ -28,7 +29,7 @@ class _Interrupted(Exception):
 
 def test_multi_class_run_lowers_the_loss_and_writes_a_complete_record(data_root, home):
     config = tiny_config(data_root, epochs=4, lr=3e-3)
-    run = train(config, quiet=True)
+    run = train_and_evaluate(config, quiet=True)
 
     assert run.path == runs.run_path(config) and run.path.parent == home / "runs" and run.done
     history = run.history
@@ -70,19 +71,19 @@ def test_multi_class_run_lowers_the_loss_and_writes_a_complete_record(data_root,
 def test_same_config_reuses_the_finished_run_and_a_changed_one_trains_anew(data_root, home,
                                                                            monkeypatch):
     config = tiny_config(data_root, epochs=1)
-    first = train(config, quiet=True)
+    first = train_and_evaluate(config, quiet=True)
     finished = (first.path / runs.DONE_FILE).read_text()
 
     def must_not_train(epoch, step):
         raise AssertionError("the training loop ran for a finished run")
 
     watched = Callbacks(after_step=must_not_train)
-    again = train(tiny_config(data_root, epochs=1, num_workers=0, device="cpu"), quiet=True,
+    again = train_and_evaluate(tiny_config(data_root, epochs=1, num_workers=0, device="cpu"), quiet=True,
                   callbacks=watched)
     assert again.path == first.path
     assert (again.path / runs.DONE_FILE).read_text() == finished
     with pytest.raises(AssertionError, match="training loop ran"):
-        train(tiny_config(data_root, epochs=1, lr=5e-4), quiet=True, callbacks=watched)
+        train_and_evaluate(tiny_config(data_root, epochs=1, lr=5e-4), quiet=True, callbacks=watched)
     assert runs.run_path(tiny_config(data_root, epochs=1, lr=5e-4)) != first.path
 
 
@@ -98,7 +99,7 @@ def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(data_root, tmp_pat
     config = tiny_config(data_root, epochs=3, augment=["crop", "rotate", "flip"])
 
     monkeypatch.setenv("MASKAD_HOME", str(tmp_path / "straight"))
-    straight = train(config, quiet=True)
+    straight = train_and_evaluate(config, quiet=True)
 
     monkeypatch.setenv("MASKAD_HOME", str(tmp_path / "interrupted"))
 
@@ -107,7 +108,7 @@ def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(data_root, tmp_pat
             raise _Interrupted
 
     with pytest.raises(_Interrupted):  # killed at an epoch boundary
-        train(config, quiet=True, callbacks=Callbacks(after_epoch=stop_after_first_epoch))
+        train_and_evaluate(config, quiet=True, callbacks=Callbacks(after_epoch=stop_after_first_epoch))
     path = runs.run_path(config)
     assert not (path / runs.DONE_FILE).exists()
     assert runs.Run(path).load_checkpoint()["epoch"] == 1
@@ -117,10 +118,10 @@ def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(data_root, tmp_pat
             raise _Interrupted
 
     with pytest.raises(_Interrupted):  # killed in the middle of an epoch
-        train(config, quiet=True, callbacks=Callbacks(after_step=stop_mid_second_epoch))
+        train_and_evaluate(config, quiet=True, callbacks=Callbacks(after_step=stop_mid_second_epoch))
     assert runs.Run(path).load_checkpoint()["epoch"] == 1  # the half epoch left no trace
 
-    resumed = train(config, quiet=True)
+    resumed = train_and_evaluate(config, quiet=True)
     assert resumed.done
     a, b = _state(straight), _state(resumed)
     assert a.keys() == b.keys()
@@ -147,7 +148,7 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(d
     monkeypatch.setattr(train_module, "ReconstructionLoss", PoisonedLoss)
     config = tiny_config(data_root, epochs=3)
     with pytest.raises(TrainingDivergedError, match=r"loss is nan at epoch 2 step 2") as error:
-        train(config, quiet=True)
+        train_and_evaluate(config, quiet=True)
     assert "last good checkpoint" in str(error.value)
     path = runs.run_path(config)
     assert not (path / runs.DONE_FILE).exists()
@@ -163,8 +164,8 @@ def test_restart_discards_an_unfinished_checkpoint(data_root, home, monkeypatch)
         raise _Interrupted
 
     with pytest.raises(_Interrupted):
-        train(config, quiet=True, callbacks=Callbacks(after_epoch=stop))
-    run = train(config, resume=False, quiet=True)
+        train_and_evaluate(config, quiet=True, callbacks=Callbacks(after_epoch=stop))
+    run = train_and_evaluate(config, resume=False, quiet=True)
     assert list(run.history.epoch) == [1, 2]
     assert run.metrics["training"]["images_seen"] == 32  # both epochs trained in this call
 
@@ -173,13 +174,13 @@ def test_a_second_trainer_of_the_same_run_gets_a_clear_error(data_root, home):
     config = tiny_config(data_root, epochs=1)
     with runs.run_lock(runs.run_path(config)):
         with pytest.raises(runs.RunLockedError, match="being trained by another process"):
-            train(config, quiet=True)
+            train_and_evaluate(config, quiet=True)
 
 
 def test_limits_per_category_and_evaluation_independent_of_batch_size(data_root, home):
     config = tiny_config(data_root, epochs=1, max_train_images_per_category=3,
                          max_test_images_per_category=4)
-    run = train(config, quiet=True)
+    run = train_and_evaluate(config, quiet=True)
     assert run.metrics["data"]["train_counts"] == {"stripes": 3, "waves": 3}
     assert run.scores.groupby("category").size().to_dict() == {"stripes": 4, "waves": 4}
     assert set(run.scores.label) == {0, 1}  # the subset spreads over good and defective images
@@ -210,7 +211,7 @@ def test_worker_count_does_not_change_the_result(data_root, tmp_path, monkeypatc
         monkeypatch.setenv("MASKAD_HOME", str(tmp_path / f"workers{workers}"))
         config = tiny_config(data_root, epochs=1, num_workers=workers,
                              augment=["crop", "rotate", "flip"])
-        states.append(_state(train(config, quiet=True)))
+        states.append(_state(train_and_evaluate(config, quiet=True)))
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
@@ -222,17 +223,17 @@ def test_a_run_killed_during_evaluation_is_finished_without_training_again(data_
         raise _Interrupted
 
     with pytest.raises(_Interrupted):
-        train(config, quiet=True, callbacks=Callbacks(before_evaluation=killed))
+        train_and_evaluate(config, quiet=True, callbacks=Callbacks(before_evaluation=killed))
     assert not (runs.run_path(config) / runs.DONE_FILE).exists()
     # all epochs are in the checkpoint: no step may run again
-    run = train(config, quiet=True, callbacks=Callbacks(after_step=killed))
+    run = train_and_evaluate(config, quiet=True, callbacks=Callbacks(after_step=killed))
     assert run.done and list(run.history.epoch) == [1]
 
 
 def test_weights_are_kept_at_the_snapshot_epochs_and_the_last_equals_the_final_model(data_root, home):
     assert runs.snapshot_epochs(40) == [1, 10, 20, 40]
     assert runs.snapshot_epochs(2) == [1, 2]
-    run = train(tiny_config(data_root, epochs=4, seed=7), quiet=True)
+    run = train_and_evaluate(tiny_config(data_root, epochs=4, seed=7), quiet=True)
     assert run.snapshots() == [1, 2, 4]
     final, first = run.load_model(), run.load_model(epoch=1)
     last = run.load_model(epoch=4)
@@ -307,19 +308,19 @@ def test_training_reads_the_device_once_per_epoch_not_once_per_step(data_root, h
     monkeypatch.setattr(epoch_module.SeededItems, "__getitem__", on_device)
     for per_category in (2, 8):  # 1 step per epoch, then 4
         _OnDevice.reads = 0
-        train(tiny_config(data_root, epochs=2, augment=[], max_train_images_per_category=per_category),
+        train_and_evaluate(tiny_config(data_root, epochs=2, augment=[], max_train_images_per_category=per_category),
               quiet=True, callbacks=observer)
     assert reads == {1: [1, 1], 4: [1, 1]}  # one read per epoch, whatever the number of steps
 
 
 def test_a_run_scored_differently_reuses_the_training_and_only_evaluates(data_root, home,
                                                                           monkeypatch):
-    first = train(tiny_config(data_root, epochs=2, map_standardization="none"), quiet=True)
+    first = train_and_evaluate(tiny_config(data_root, epochs=2, map_standardization="none"), quiet=True)
 
     def must_not_train(epoch, step):
         raise AssertionError("the training loop ran for a run that only changes the scoring")
 
-    rescored = train(tiny_config(data_root, epochs=2, map_standardization="per_pixel",
+    rescored = train_and_evaluate(tiny_config(data_root, epochs=2, map_standardization="per_pixel",
                                  smooth_sigma=1.0, anomaly_map="l2"), quiet=True,
                      callbacks=Callbacks(after_step=must_not_train))
     assert rescored.path != first.path and rescored.done
@@ -347,12 +348,12 @@ def test_training_settings_leave_out_only_the_scoring():
 
 
 def test_a_broken_test_split_is_found_before_any_training(tmp_path, home):
-    from maskad_core.data import DataError
+    from maskad_core.data.mvtec import DataError
 
     root = make_mvtec_tree(tmp_path / "data")
     (root / "stripes" / "test" / "good" / "001.png").write_bytes(b"")  # a zero-byte test image
     steps = []
     with pytest.raises(DataError, match="001.png"):
-        train(tiny_config(root), quiet=True, callbacks=Callbacks(after_step=lambda e, s: steps.append(s)))
+        train_and_evaluate(tiny_config(root), quiet=True, callbacks=Callbacks(after_step=lambda e, s: steps.append(s)))
     assert steps == []
     assert not (home / "runs").exists() or not any((home / "runs").iterdir())  # no run folder

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from maskad_core.config import TrainConfig
+from maskad_core.training.config import TrainConfig
 
 REAL_MVTEC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mvtec_ad"
 

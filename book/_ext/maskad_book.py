@@ -2,10 +2,10 @@
 
 1. MyST substitutions computed at build time, so the prose never types a number by hand:
    * ``paper_*``: the paper's own numbers and the checks of its arithmetic, from
-     ``maskad_core.paper`` (which reads ``maskad_core/paper_tables.yaml``, the one place they are typed);
+     ``maskad_core.study.paper`` (which reads ``maskad_core/study/paper_tables.yaml``, the one place they are typed);
    * ``default_*``: the choices this study makes where the paper is silent, read from the code
      (``TrainConfig`` defaults, ``MVTecAD`` augmentation strengths);
-   * ``profile*``: the profiles of ``maskad_core/profiles.yaml`` as a table;
+   * ``profile*``: the profiles of ``maskad_core/study/profiles.yaml`` as a table;
    * ``verdict_*``: comparison words for the reproduction report ("higher than", "the same cell as"),
      computed from the values the executed notebooks glued (the numbers are pasted with glue roles);
    * ``bench_results``: the benchmark's Markdown tables from ``bench/results/``.
@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 # Every edition's folder: book/executed/ (cpu), book/executed-real/ (real), ... (profiles.executed_dir)
 EXECUTED_FOLDER = re.compile(r"book/executed(-[A-Za-z0-9_]+)?/")
 SOURCE_PREFIX = "notebooks/"
-SOURCE_SUFFIX = ".md"  # the notebooks' sources are MyST Markdown (maskad_core.study.NOTEBOOK_SUFFIX)
+SOURCE_SUFFIX = ".md"  # the notebooks' sources are MyST Markdown (maskad_core.study.runner.NOTEBOOK_SUFFIX)
 
 
 def _fmt(value: float, digits: int = 3) -> str:
@@ -61,7 +61,7 @@ def _check(condition: bool, statement: str) -> None:
 
 def paper_substitutions() -> dict[str, str]:
     """Table 1 and 2 as Markdown, and the arithmetic checks of the paper's own numbers."""
-    from maskad_core import paper
+    from maskad_core.study import paper
 
     table1 = paper.table1()
     printed = paper.table1_printed_mean()
@@ -167,7 +167,7 @@ def paper_substitutions() -> dict[str, str]:
 
 
 # ----------------------------------------------------------------- maskad_core read without torch
-# maskad_core.config, .data and .profiles import torch (config imports the model, losses, data);
+# maskad_core.training.config, .data and .profiles import torch (config imports the model, losses, data);
 # the book's light environment has none, so what the book states of them is read from the sources.
 
 
@@ -180,14 +180,14 @@ def _package_dir() -> Path:
 def _module_tree(module: str):
     import ast
 
-    return ast.parse((_package_dir() / f"{module}.py").read_text(encoding="utf8"))
+    return ast.parse((_package_dir() / f"{module.replace('.', '/')}.py").read_text(encoding="utf8"))
 
 
 def _unreadable(module: str, node) -> ConfigError:
     import ast
 
     return ConfigError(
-        f"maskad_book: cannot read `{ast.unparse(node)}` in maskad_core/{module}.py without "
+        f"maskad_book: cannot read `{ast.unparse(node)}` in maskad_core/{module.replace('.', '/')}.py without "
         "importing it (the book is built without torch): write the value as a literal or a module "
         "constant, or teach book/_ext/maskad_book.py's _evaluate to read it")
 
@@ -210,7 +210,7 @@ def _module_constant(module: str, name: str):
                 if (alias.asname or alias.name) == name:
                     found = ("import", (node.module.split(".", 1)[1], alias.name))
     if found is None:
-        raise ConfigError(f"maskad_book: maskad_core/{module}.py defines no {name}")
+        raise ConfigError(f"maskad_book: maskad_core/{module.replace('.', '/')}.py defines no {name}")
     kind, what = found
     return _evaluate(what, module) if kind == "value" else _module_constant(*what)
 
@@ -257,17 +257,17 @@ def _as_annotated(value, annotation: str):
 
 
 def train_config_defaults() -> dict[str, Any]:
-    """``TrainConfig().to_dict()``, read from maskad_core/config.py (which imports torch)."""
+    """``TrainConfig().to_dict()``, read from maskad_core/training/config.py (which imports torch)."""
     import ast
 
-    tree = _module_tree("config")
+    tree = _module_tree("training.config")
     body = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "TrainConfig").body
     defaults = {}
     for node in body:
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             if node.value is None:
                 raise ConfigError(f"maskad_book: TrainConfig.{node.target.id} has no default")
-            defaults[node.target.id] = _as_annotated(_evaluate(node.value, "config"),
+            defaults[node.target.id] = _as_annotated(_evaluate(node.value, "training.config"),
                                                      ast.unparse(node.annotation))
     return defaults
 
@@ -292,16 +292,16 @@ def function_defaults(module: str, cls: str, function: str,
 def _profiles_yaml() -> dict:
     import yaml
 
-    return yaml.safe_load((_package_dir() / "profiles.yaml").read_text(encoding="utf8"))
+    return yaml.safe_load((_package_dir() / "study" / "profiles.yaml").read_text(encoding="utf8"))
 
 
 def profile_names() -> list[str]:
-    """``maskad_core.profiles.profile_names()``."""
+    """``maskad_core.study.profiles.profile_names()``."""
     return [name for name in _profiles_yaml() if not name.startswith("_")]
 
 
 def load_profile(name: str) -> dict[str, Any]:
-    """``maskad_core.profiles.load_profile(name)`` (no overrides); ValueError for an unknown profile."""
+    """``maskad_core.study.profiles.load_profile(name)`` (no overrides); ValueError for an unknown profile."""
     raw = _profiles_yaml()
     if name not in raw or name.startswith("_"):
         raise ValueError(f"unknown profile {name!r}")
@@ -309,13 +309,13 @@ def load_profile(name: str) -> dict[str, Any]:
 
 
 def profile_description(name: str) -> str:
-    """``maskad_core.profiles.profile_description(name)``."""
+    """``maskad_core.study.profiles.profile_description(name)``."""
     return str(_profiles_yaml()[name].get("description", "")).strip()
 
 
 def stale_parts(executed_dir: Path, notebooks_dir: Path) -> list[str] | None:
-    """``maskad_core.edition.stale_parts``, with the profile read by :func:`load_profile`."""
-    from maskad_core.edition import fingerprint, read_edition
+    """``maskad_core.study.edition.stale_parts``, with the profile read by :func:`load_profile`."""
+    from maskad_core.study.edition import fingerprint, read_edition
 
     record = read_edition(executed_dir)
     if record is None:
@@ -334,7 +334,7 @@ def default_substitutions() -> dict[str, str]:
     subs = {f"default_{name}": _plain(value) for name, value in train_config_defaults().items()}
     # The strength of the augmentations, as the data layer defines them.
     strengths = ("crop_scale", "rotate_degrees", "flip_probability")
-    for name, value in function_defaults("data", "MVTecAD", "__init__", strengths).items():
+    for name, value in function_defaults("data.mvtec", "MVTecAD", "__init__", strengths).items():
         subs[f"default_{name}"] = (
             " to ".join(f"{v:g}" for v in value) if isinstance(value, tuple) else f"{value:g}"
         )
@@ -342,7 +342,7 @@ def default_substitutions() -> dict[str, str]:
 
 
 def profile_substitutions() -> dict[str, str]:
-    """The study's profiles (maskad_core/profiles.yaml) as a Markdown table and a definition list."""
+    """The study's profiles (maskad_core/study/profiles.yaml) as a Markdown table and a definition list."""
     raw = _profiles_yaml()
     rows, descriptions = [], []
     subs: dict[str, str] = {}
@@ -416,9 +416,9 @@ def study_substitutions(srcdir: str) -> tuple[dict[str, str], list[str]]:
     try:
         t1, t2 = glue["04_table1"], glue["05_table2_ablation"]
         t1b, t2b = glue["01_mae_baseline_failure"], glue["02_complementary_masking"]
-        # The comparison words of Table 1 are glued by the notebook itself (maskad_core.headline);
+        # The comparison words of Table 1 are glued by the notebook itself (maskad_core.study.headline);
         # here only the rule for one seed, and the Table 2 cell, which has one seed per cell.
-        subs["rule_one_seed"] = _module_constant("headline", "INTERVAL_RULE")
+        subs["rule_one_seed"] = _module_constant("study.headline", "INTERVAL_RULE")
         subs["verdict_table2_same_best"] = (
             "the same cell as the paper's" if t2["table2_best_cell"] == t2["paper_table2_best_cell"]
             else "not the paper's cell; with one seed per cell the grid does not resolve a ranking")
@@ -450,7 +450,7 @@ def study_substitutions(srcdir: str) -> tuple[dict[str, str], list[str]]:
 
 SKIPPED_BENCH_TAGS = {"quick"}  # `python -m bench --quick`: a smoke check, not a measurement
 # records the re-run chapter shows in their own section ({{ budget_results }}), not among the costs
-BUDGET_TAGS = {"budget": "python -m bench.budget", "study_budget": "python -m bench.study_budget"}
+BUDGET_TAGS = {"budget": "python -m bench.records.budget", "study_budget": "python -m bench.records.study_budget"}
 
 
 def bench_substitutions(srcdir: str) -> tuple[dict[str, str], list[str]]:
@@ -496,7 +496,7 @@ def _real_section(path: Path) -> dict | None:
 
 def epochs_comparison_table(folder: Path) -> str:
     """The real profile's evidence record (quality.json) beside its records at other numbers of
-    epochs (quality-real-*.json, written with ``bench.quality --set epochs=...``): per category and
+    epochs (quality-real-*.json, written with ``bench.records.quality --set epochs=...``): per category and
     arm, the default score's mean ± seed std [95% interval] at each budget."""
     sections = [s for s in [_real_section(folder / "quality.json"),
                             *(_real_section(p) for p in sorted(folder.glob("quality-real-*.json")))] if s]
@@ -528,7 +528,7 @@ def _demoted(markdown: str, levels: int = 2) -> str:
 
 
 def budget_curve_substitutions(path: Path) -> dict[str, str]:
-    """The epochs curve on held-out images (bench.budget) as numbers for the prose: the chosen
+    """The epochs curve on held-out images (bench.records.budget) as numbers for the prose: the chosen
     epochs and their AUROC, the longest candidate and its AUROC, the lowest and highest point."""
     if not path.is_file():
         return {key: "(not measured)" for key in ("budget_chosen_epochs", "budget_chosen_auroc",
@@ -591,7 +591,7 @@ def edition_status(app: Sphinx, config) -> str:
     code, notebooks and profile in the repository now: said in the build log and, when one is
     stale or missing, in a banner on every page (an info, not a warning: a stale edition is a fact to
     show, and the build still renders it)."""
-    from maskad_core.edition import read_edition, staleness_message
+    from maskad_core.study.edition import read_edition, staleness_message
 
     messages, stale = [], False
     # the real edition leads the book, the generated-set lab (book/executed) comes last
