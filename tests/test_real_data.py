@@ -1,5 +1,5 @@
-"""The real data in ../shared/data: two MVTec AD categories in mvtec_ad/ (bottle with masks, screw
-without) and KolektorSDD in kolektor_sdd/ (one category, images not square). Each test is skipped
+"""The real data in ../shared/data: three MVTec AD categories in mvtec_ad/ (bottle and transistor with
+masks, screw without) and KolektorSDD in kolektor_sdd/ (one category, images not square). Each test is skipped
 where its folder is missing (a clone without ../shared); CI has both."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from maskad_core.config import TrainConfig
-from maskad_core.data import NON_SQUARE_RULES, DataError, MVTecAD, available_categories
-from maskad_core.geometry import placement
-from maskad_core.splits import open_dataset
+from maskad_core.data.geometry import placement
+from maskad_core.data.mvtec import NON_SQUARE_RULES, DataError, MVTecAD, available_categories
+from maskad_core.training.config import TrainConfig
+from maskad_core.training.splits import open_dataset
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REAL = SHARED / "mvtec_ad"
@@ -25,22 +25,25 @@ needs_kolektor = pytest.mark.skipif(not KOLEKTOR.is_dir(), reason=f"KolektorSDD 
 
 
 @needs_mvtec
-def test_both_categories_found_license_ignored():
-    assert available_categories(REAL) == ["bottle", "screw"]
+def test_three_categories_found_license_ignored():
+    assert available_categories(REAL) == ["bottle", "screw", "transistor"]
 
 
 @needs_mvtec
 def test_counts_per_split():
     train = MVTecAD(REAL, split="train", image_size=32)
-    assert Counter(s.category for s in train.samples) == {"bottle": 209, "screw": 320}
+    assert Counter(s.category for s in train.samples) == {"bottle": 209, "screw": 320, "transistor": 213}
     assert set(train.labels) == {0}
     test = MVTecAD(REAL, split="test", image_size=32)
     assert test.counts() == {
         ("bottle", "good"): 20, ("bottle", "broken_large"): 20, ("bottle", "broken_small"): 22,
         ("bottle", "contamination"): 21, ("screw", "good"): 41, ("screw", "defective"): 119,
+        ("transistor", "good"): 60, ("transistor", "bent_lead"): 10, ("transistor", "cut_lead"): 10,
+        ("transistor", "damaged_case"): 10, ("transistor", "misplaced"): 10,
     }
     assert Counter((s.category, s.label) for s in test.samples) == {
-        ("bottle", 0): 20, ("bottle", 1): 63, ("screw", 0): 41, ("screw", 1): 119}
+        ("bottle", 0): 20, ("bottle", 1): 63, ("screw", 0): 41, ("screw", 1): 119,
+        ("transistor", 0): 60, ("transistor", 1): 40}
 
 
 @needs_mvtec
@@ -149,8 +152,8 @@ def _overlaps(n_in: int, n_out: int, offset: int, size: int) -> np.ndarray:
 
 @needs_mvtec
 @needs_kolektor
-def test_one_configuration_names_bottle_screw_and_kolektor():
-    assert available_categories(SHARED) == ["bottle", "kolektor_sdd", "screw"]
+def test_one_configuration_names_every_real_category():
+    assert available_categories(SHARED) == ["bottle", "kolektor_sdd", "screw", "transistor"]
     config = TrainConfig(data_root=str(SHARED), categories=["bottle", "screw", "kolektor_sdd"],
                          image_size=32, max_train_images_per_category=2).validate()
     train, full = open_dataset(config, "train")
