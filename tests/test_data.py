@@ -255,6 +255,23 @@ def test_augmentation_only_on_train_and_reproducible(root):
         assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
 
 
+def test_augmenting_a_maskless_sample_skips_its_zero_mask_and_changes_nothing(root):
+    # the training images have no mask file: their all-zero mask is no longer cropped, rotated and
+    # flipped, and the image and the random stream after it are what they were
+    data = MVTecAD(root, categories=["tile"], split="train", image_size=SIZE, augment=True)
+    image = data._cache[0][0].float().div(255.0) if data._cache else data[0]["image"]
+    zeros = torch.zeros(1, SIZE, SIZE)
+    outputs = []
+    for skip in (False, True):
+        torch.manual_seed(5)
+        out_image, out_mask = data._augment(image.clone(), zeros.clone(), mask_is_zero=skip)
+        outputs.append((out_image, out_mask, torch.rand(())))
+    (old_image, old_mask, old_next), (new_image, new_mask, new_next) = outputs
+    assert not torch.equal(old_image, image)  # augmented
+    assert torch.equal(new_image, old_image) and torch.equal(new_mask, old_mask)
+    assert not old_mask.any() and torch.equal(new_next, old_next)
+
+
 def test_flip_only_gives_a_flip_of_the_plain_image(root):
     plain = MVTecAD(root, categories=["tile"], split="train", image_size=SIZE)[0]["image"]
     flip = MVTecAD(root, categories=["tile"], split="train", image_size=SIZE, augment=["flip"])

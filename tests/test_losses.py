@@ -228,3 +228,61 @@ def test_loss_is_finite_for_constant_images():
     total, parts = ReconstructionLoss(lpips="off")(flat, torch.zeros_like(flat))
     components = {name: part.item() for name, part in parts.items()}
     assert np.isfinite(float(total)) and components["l1"] == pytest.approx(0.5)
+
+
+def _old_loss(recon, target, ssim_weight, l1_weight):
+    """The loss as computed before the separable SSIM: pytorch-msssim's ssim, then L1."""
+    from pytorch_msssim import ssim
+
+    window = ssim_window_size(recon.shape[-2], recon.shape[-1])
+    ssim_term = 1.0 - ssim(recon, target, data_range=1.0, size_average=True, win_size=window,
+                           win_sigma=1.5)
+    return ssim_weight * ssim_term + l1_weight * (recon - target).abs().mean(), ssim_term
+
+
+@pytest.mark.parametrize("dtype, shape, tolerance", [
+    (torch.float32, (4, 3, 64, 64), 1e-6), (torch.float64, (3, 3, 20, 17), 1e-12),
+    (torch.float64, (2, 1, 9, 12), 1e-12)])
+def test_separable_ssim_equals_pytorch_msssim_with_its_gradients(dtype, shape, tolerance):
+    torch.manual_seed(0)
+    target = torch.rand(shape, dtype=dtype)
+    recon = (target + 0.2 * torch.randn_like(target)).clamp(0, 1)
+    a, b = recon.clone().requires_grad_(), target.clone().requires_grad_()
+    old, old_ssim = _old_loss(a, b, 0.7, 0.3)
+    old_grads = torch.autograd.grad(old, (a, b))
+    a, b = recon.clone().requires_grad_(), target.clone().requires_grad_()
+    new, parts = ReconstructionLoss(0.7, 0.3, 0.0, lpips="off")(a, b)
+    new_grads = torch.autograd.grad(new, (a, b))
+    assert 0.05 < old_ssim.item() < 1.0  # a real difference, not agreement at 0
+    assert float(parts["ssim"]) == pytest.approx(float(old_ssim), abs=tolerance)
+    assert float(new) == pytest.approx(float(old), abs=tolerance)
+    for old_grad, new_grad in zip(old_grads, new_grads, strict=True):
+        assert float(old_grad.abs().max()) > 1e-4
+        assert torch.allclose(new_grad, old_grad, rtol=1e-4, atol=tolerance * 1e-2)
+
+
+def test_training_step_loss_and_gradients_equal_the_old_code():
+    # one real-profile-like step on a fixed batch: the model's weight gradients through the old
+    # loss (pytorch-msssim) and through the new one agree within float rounding
+    from maskad_core.masking import complementary_masks
+    from maskad_core.model import MaskedAutoencoder
+
+    torch.manual_seed(0)
+    model = MaskedAutoencoder(img_size=64, patch_size=16, embed_dim=32, depth=1, num_heads=2,
+                              decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
+    images = torch.rand(4, 3, 64, 64)
+    generator = torch.Generator().manual_seed(1)
+    masks = torch.stack([complementary_masks(16, 0.75, generator) for _ in range(4)])
+
+    def grads(loss_of):
+        model.zero_grad(set_to_none=True)
+        loss = loss_of(model(images, masks), images)
+        loss.backward()
+        return float(loss), [p.grad.clone() for p in model.parameters()]
+
+    old_loss, old_grads = grads(lambda r, t: _old_loss(r, t, DEFAULT_SSIM_WEIGHT, 1.0)[0])
+    new_loss, new_grads = grads(lambda r, t: ReconstructionLoss(lpips="off")(r, t)[0])
+    assert new_loss == pytest.approx(old_loss, rel=1e-6)
+    for old_grad, new_grad in zip(old_grads, new_grads, strict=True):
+        assert torch.allclose(new_grad, old_grad, rtol=1e-4, atol=1e-7)
+    assert max(float(g.abs().max()) for g in old_grads) > 1e-3

@@ -38,6 +38,13 @@ def test_deterministic_kernels_on_cpu_only_and_restored_afterwards():
     assert torch.are_deterministic_algorithms_enabled() == before
 
 
+def test_deterministic_does_not_fill_new_tensors_and_restores_the_setting():
+    fill = torch.utils.deterministic.fill_uninitialized_memory
+    with runtime.deterministic(torch.device("cpu")):
+        assert torch.utils.deterministic.fill_uninitialized_memory is False
+    assert torch.utils.deterministic.fill_uninitialized_memory == fill
+
+
 def test_seeds_are_the_same_in_every_process_and_differ_by_part():
     assert runtime.derive_seed(0, "masks", 1, 0) == runtime.derive_seed(0, "masks", 1, 0)
     assert runtime.derive_seed(0, "masks", 1, 0) != runtime.derive_seed(0, "masks", 1, 1)

@@ -357,3 +357,33 @@ def test_a_broken_test_split_is_found_before_any_training(tmp_path, home):
         train_and_evaluate(tiny_config(root), quiet=True, callbacks=Callbacks(after_step=lambda e, s: steps.append(s)))
     assert steps == []
     assert not (home / "runs").exists() or not any((home / "runs").iterdir())  # no run folder
+
+
+def test_fused_optimizer_steps_as_the_old_one_did():
+    # make_optimizer's fused AdamW against the per-tensor AdamW it replaced, same groups, 3 steps
+    from maskad_core.training.train import make_optimizer
+
+    config = TrainConfig(image_size=32, patch_size=8, embed_dim=32, num_heads=2, decoder_embed_dim=32,
+                         decoder_num_heads=2, weight_decay=0.05)
+    torch.manual_seed(0)
+    new_model = build_model(config)
+    old_model = build_model(config)
+    old_model.load_state_dict(new_model.state_dict())
+    start = [p.detach().clone() for p in new_model.parameters()]
+    new_opt = make_optimizer(new_model, config)
+    assert new_opt.defaults["fused"]
+    old_opt = torch.optim.AdamW(
+        [{"params": [p for p in old_model.parameters() if p.ndim > 1], "weight_decay": 0.05},
+         {"params": [p for p in old_model.parameters() if p.ndim <= 1], "weight_decay": 0.0}],
+        lr=config.lr, betas=(config.adam_beta1, config.adam_beta2), foreach=False)
+    for step in range(3):
+        torch.manual_seed(step)
+        grads = [torch.randn_like(p) for p in new_model.parameters()]
+        for model, opt in ((new_model, new_opt), (old_model, old_opt)):
+            for p, g in zip(model.parameters(), grads, strict=True):
+                p.grad = g.clone()
+            opt.step()
+    for new, old in zip(new_model.parameters(), old_model.parameters(), strict=True):
+        assert torch.allclose(new, old, rtol=1e-5, atol=1e-7)
+    assert max(float((p - q).abs().max()) for p, q in zip(new_model.parameters(), start,
+                                                          strict=True)) > 1e-4  # it did move
