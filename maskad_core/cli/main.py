@@ -22,6 +22,7 @@ from pathlib import Path
 from maskad_core.cli.evaluate import register_baseline, register_evaluate, register_score
 from maskad_core.data.paths import SOURCE_ROOT
 from maskad_core.study.runner import register_study
+from maskad_core.training import threads
 from maskad_core.training.config import TrainConfig, field_defaults
 
 EXIT_USAGE = 2
@@ -212,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="maskad", formatter_class=_Formatter,
                      description=_wrap("Improved masked autoencoder (complementary masking) for multi-class "
                                  "industrial image anomaly detection."))
+    threads.add_argument(parser)  # maskad --threads N COMMAND ...
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
                                        parser_class=_Parser)
     for register in SUBCOMMANDS:
@@ -248,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv[:1] == ["bench"]:
             return run_bench(argv[1:])
         args = parse_args(argv)
+        threads.apply_argument(args)
         return int(args.func(args) or 0)
     except _user_errors() as error:
         message = " ".join(str(error).split()) or type(error).__name__

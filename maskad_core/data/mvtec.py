@@ -340,18 +340,15 @@ class MVTecAD(Dataset):
             image_u8, mask_u8 = self._decode(sample)
         image = image_u8.float().div_(255.0)
         mask = mask_u8.float()
-        if self.augmentations:
-            # a sample without a mask file has an all-zero mask, which every augmentation keeps
+        if self.augmentations:  # a sample without a mask file has an all-zero mask
             image, mask = self._augment(image, mask, mask_is_zero=sample.mask_path is None)
         image = apply_standardization(image, self.image_standardization)  # the control, last
         return {"image": image, "label": sample.label, "mask": mask, "has_mask": sample.has_mask,
                 "category": sample.category, "defect_type": sample.defect_type,
                 "path": str(sample.path)}
 
-    def _augment(self, image: torch.Tensor, mask: torch.Tensor,
-                 mask_is_zero: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Random crop, rotation and flips, drawn from torch's global generator in a fixed order;
-        the mask follows its image (left as it is when ``mask_is_zero``: the same zeros, cheaper)."""
+    def _augment(self, image: torch.Tensor, mask: torch.Tensor, mask_is_zero: bool = False):
+        """Crop, rotate, flip; the mask follows (an all-zero one, ``mask_is_zero``, stays as it is)."""
         from torchvision.transforms import InterpolationMode
         from torchvision.transforms import functional as tvf
 
@@ -364,16 +361,14 @@ class MVTecAD(Dataset):
             left = int(torch.randint(0, size - side + 1, ()).item())
             image = tvf.resized_crop(image, top, left, side, side, [size, size],
                                      InterpolationMode.BILINEAR, antialias=True)
-            if not mask_is_zero:
-                mask = tvf.resized_crop(mask, top, left, side, side, [size, size],
-                                        InterpolationMode.NEAREST)
+            mask = mask if mask_is_zero else tvf.resized_crop(
+                mask, top, left, side, side, [size, size], InterpolationMode.NEAREST)
         if "rotate" in self.augmentations and self.rotate_degrees > 0:
             angle = (torch.rand(()).item() * 2 - 1) * self.rotate_degrees
             # Fill the uncovered corners with the image's mean colour, not black.
             fill = image.mean(dim=(1, 2)).tolist()
             image = tvf.rotate(image, angle, InterpolationMode.BILINEAR, fill=fill)
-            if not mask_is_zero:
-                mask = tvf.rotate(mask, angle, InterpolationMode.NEAREST, fill=[0.0])
+            mask = mask if mask_is_zero else tvf.rotate(mask, angle, InterpolationMode.NEAREST, fill=[0.0])
         if "flip" in self.augmentations:
             if torch.rand(()).item() < self.flip_probability:
                 image, mask = image.flip(-1), (mask if mask_is_zero else mask.flip(-1))

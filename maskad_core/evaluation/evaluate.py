@@ -24,6 +24,7 @@ from maskad_core.masking import make_masks
 from maskad_core.training.config import TrainConfig
 from maskad_core.training.runtime import autocast, derive_seed
 from maskad_core.training.splits import data_root_of, dataset_samples, open_dataset
+from maskad_core.training.threads import threads_for
 
 # The settings an evaluation record repeats beside its numbers.
 EVALUATION_SETTINGS = ("anomaly_map", "map_standardization", "smooth_sigma", "score_reduction",
@@ -120,6 +121,11 @@ def evaluate_model(model, config: TrainConfig, data_root: str | Path | None = No
     evaluation, test_counts; scores DataFrame with one row per image).
     """
     device = torch.device(device)
+    with threads_for("score-batch", device=device):
+        return _evaluate_model(model, config, data_root, device, quiet, statistics)
+
+
+def _evaluate_model(model, config, data_root, device, quiet, statistics):
     data_root = data_root if data_root is not None else data_root_of(config)
     test_set, full = open_dataset(config, "test", data_root)
     model = model.to(device).eval()

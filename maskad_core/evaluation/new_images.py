@@ -24,6 +24,7 @@ from maskad_core.evaluation.run_record import require_finished, run_statistics
 from maskad_core.training.runs import Run, load_run, write_csv
 from maskad_core.training.runtime import select_device
 from maskad_core.training.splits import image_options
+from maskad_core.training.threads import threads_for
 
 SCORES_CSV = "scores.csv"
 SKIPPED_CSV = "skipped.csv"
@@ -117,6 +118,12 @@ def score_images(run, inputs, out: str | Path, *, category: str | None = None, d
     paths = find_images(inputs)
     config = run.config
     device = torch.device(device) if device is not None else select_device(config.device)
+    # one image: one thread, never slower than one (bench/results/threads.md)
+    with threads_for("score-one" if len(paths) <= 1 else "score-batch", device=device):
+        return _score_and_write(run, config, paths, out, category, device, heatmaps, note)
+
+
+def _score_and_write(run, config, paths, out, category, device, heatmaps, note) -> ScoredImages:
     model = run.load_model(device)
     statistics, _ = run_statistics(run, config, model, device, final_weights=not note)
     category = _categories_check(statistics, category)

@@ -56,6 +56,7 @@ from maskad_core.training.splits import (
     dataset_samples,
     open_dataset,
 )
+from maskad_core.training.threads import threads_for
 
 CHECKPOINT_FORMAT = 1
 
@@ -295,7 +296,9 @@ def train(config: TrainConfig, *, resume: bool = True, quiet: bool = False,
             return _copy_twin(config, twin, path, quiet)
         run = TrainingRun(config, path, distributed, quiet)  # bad data fails here, before any file
         lock = runs.run_lock(path) if distributed.is_main else contextlib.nullcontext()
-        with lock, deterministic(run.device):
+        # torchrun gives each process its own thread setting; a single process chooses by measurement
+        threads = contextlib.nullcontext() if distributed.active else threads_for("train", device=run.device)
+        with lock, deterministic(run.device), threads:
             _run(run, resume, callbacks, fingerprint)
         distributed.barrier()
     finally:
