@@ -46,12 +46,18 @@ def test_probe_chooses_one_or_every_core_and_restores_the_setting(monkeypatch):
     assert threads.probe_threads(cores=2) in (1, 2)
     assert torch.get_num_threads() == before
     # a second thread that is not THREADS_MIN_GAIN times faster is not taken
+    monkeypatch.setattr(threads, "_busy_cores", lambda: 0.0)
     monkeypatch.setattr(threads, "_probed", {})
     monkeypatch.setattr(threads, "_probe_seconds", lambda t, *a: 1.0 if t == 1 else 0.9)
     assert threads.probe_threads(cores=2) == 1
     monkeypatch.setattr(threads, "_probed", {})
     monkeypatch.setattr(threads, "_probe_seconds", lambda t, *a: 1.0 if t == 1 else 0.5)
     assert threads.probe_threads(cores=2) == 2
+    # other work holding a core: one thread, without timing anything
+    monkeypatch.setattr(threads, "_probed", {})
+    monkeypatch.setattr(threads, "_busy_cores", lambda: 1.5)
+    monkeypatch.setattr(threads, "_probe_seconds", lambda t, *a: pytest.fail("probed a busy machine"))
+    assert threads.probe_threads(cores=2) == 1
 
 
 def test_cli_threads_flag_documented_applied_and_checked(capsys, monkeypatch):

@@ -22,9 +22,9 @@ _probed: dict[int, int] = {}  # cores -> the threads the probe chose, once per p
 THREADS_HELP = (
     f"torch threads: N, or the {THREADS_ENV} environment variable; otherwise chosen by measurement "
     "(bench/results/threads.md): one image is scored with 1 thread (a second thread made it up to 50x "
-    "slower on 2 shared cores); training and batched scoring time a 0.1 s probe with 1 thread and "
-    f"with one per core, and take more threads only where they are {THREADS_MIN_GAIN}x faster at "
-    "that moment (on a busy machine: 1)")
+    "slower on 2 shared cores); training and batched scoring take 1 thread where the load average "
+    "says other work holds a core, else time a short probe with 1 thread and with one per core and "
+    f"take more threads only where they are {THREADS_MIN_GAIN}x faster")
 
 
 def requested_threads() -> int | None:
@@ -51,14 +51,14 @@ def _probe_seconds(threads: int, x, w1, w2) -> float:
 
     torch.set_num_threads(threads)
     started = time.perf_counter()
-    for _ in range(4):  # a transformer MLP on 1024 tokens of width 128, as in the real profile
+    for _ in range(2):  # a transformer MLP on 1024 tokens of width 128, as in the real profile
         torch.nn.functional.gelu(x @ w1) @ w2
     return time.perf_counter() - started
 
 
 def probe_threads(cores: int | None = None) -> int:
     """1 or ``cores`` threads, whichever runs a small model-like workload faster now (1 unless
-    the many-thread run is THREADS_MIN_GAIN times faster); ~0.1 s, once per process."""
+    the many-thread run is THREADS_MIN_GAIN times faster); tens of ms, once per process."""
     import torch
 
     cores = cores or _cores()
@@ -66,6 +66,9 @@ def probe_threads(cores: int | None = None) -> int:
         return 1
     if cores in _probed:
         return _probed[cores]
+    if _busy_cores() > 0.5:  # other work holds a core already: a second thread would wait on it
+        _probed[cores] = 1
+        return 1
     previous = torch.get_num_threads()
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(1024, 128, generator=generator)
@@ -73,15 +76,30 @@ def probe_threads(cores: int | None = None) -> int:
     times: dict[int, list[float]] = {1: [], cores: []}
     try:
         with torch.inference_mode():
-            _probe_seconds(cores, x, w1, w2)
+            _probe_seconds(1, x, w1, w2)
             for _ in range(3):  # interleaved, so a burst of other work hits both
                 for threads in times:
                     times[threads].append(_probe_seconds(threads, x, w1, w2))
+                if times[cores][-1] >= times[1][-1]:  # slower than one thread: a busy machine
+                    break
     finally:
         torch.set_num_threads(previous)
-    one, many = sorted(times[1])[1], sorted(times[cores])[1]
+    one, many = median(times[1]), median(times[cores])
     _probed[cores] = cores if one >= THREADS_MIN_GAIN * many else 1
     return _probed[cores]
+
+
+def _busy_cores() -> float:
+    """Cores' worth of work beyond one, by the 1-minute load average (0 where unknown)."""
+    try:
+        return max(0.0, os.getloadavg()[0] - 1.0)
+    except OSError:
+        return 0.0
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
 
 
 def choose_threads(task: str, requested: int | None = None) -> int:
