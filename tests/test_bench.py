@@ -270,3 +270,30 @@ def test_experiment_variants_equal_the_model(images, ratio):
         torch.testing.assert_close(chunked, views, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(reconstruct_patch_space(model, images, masks),
                                    model.reconstruct(images, masks), rtol=1e-5, atol=1e-5)
+
+
+def test_training_benchmark_old_loss_is_the_old_formula_and_the_record_reads():
+    from bench.perf import training
+    from maskad_core.losses import ReconstructionLoss
+
+    torch.manual_seed(0)
+    target = torch.rand(2, 3, 32, 32)
+    recon = (target + 0.1 * torch.randn_like(target)).clamp(0, 1)
+    old, old_parts = training.OldLoss(lpips="off")(recon, target)
+    new, _ = ReconstructionLoss(lpips="off")(recon, target)
+    assert float(old_parts["ssim"]) > 0.01 and float(old) == pytest.approx(float(new), abs=1e-6)
+    row = {"threads": 1, "images_per_s": 10.0, "images_per_s_each_round": [10.0],
+           "cpu_seconds_per_image": 0.1, "matmul_gflops": 50.0, "matmul_fraction": 0.3}
+    results = {"when": "now", "command": "python -m bench.perf.training",
+               "machine": {"cpu": "X", "cores": 2, "torch": "t"}, "categories": ["a"],
+               "train_images": 5, "decode_s": 1.0, "chosen_threads": 1,
+               "load": {"wall_s": 1, "load_avg_1min_start": 0, "load_avg_1min_end": 0},
+               "comparison": {"steps_per_call": 1, "images_per_call": 16, "rounds": 1,
+                              "gflop_per_image": 1.5, "variants": {
+                                  "old, 2 threads": {**row, "threads": 2, "images_per_s": 2.0},
+                                  "new, 2 threads": {**row, "threads": 2, "images_per_s": 4.0},
+                                  "old, 1 thread": {**row, "images_per_s": 8.0},
+                                  "new, 1 thread": row}}}
+    text = training.markdown(results)
+    assert "| new, 1 thread | 1 | 10.0 | 10.0 | 100.0 | 50.0 | 30% | 5.00x | 1.25x |" in text
+    assert "**5.0x** today's code" in text
