@@ -278,7 +278,7 @@ def test_training_step_loss_and_gradients_equal_the_old_code():
         model.zero_grad(set_to_none=True)
         loss = loss_of(model(images, masks), images)
         loss.backward()
-        return float(loss), [p.grad.clone() for p in model.parameters()]
+        return loss.item(), [p.grad.clone() for p in model.parameters()]
 
     old_loss, old_grads = grads(lambda r, t: _old_loss(r, t, DEFAULT_SSIM_WEIGHT, 1.0)[0])
     new_loss, new_grads = grads(lambda r, t: ReconstructionLoss(lpips="off")(r, t)[0])
