@@ -294,6 +294,22 @@ def test_cache_gives_the_same_items(root):
         assert a["path"] == b["path"]
 
 
+def test_lazy_cache_decodes_an_item_once_when_first_read_and_gives_the_same_items(root, monkeypatch):
+    plain = MVTecAD(root, split="test", image_size=SIZE)
+    lazy = MVTecAD(root, split="test", image_size=SIZE, cache="lazy")
+    assert lazy._cache == [None] * len(lazy)  # nothing decoded up front
+    decoded = []
+    original = MVTecAD._decode
+    monkeypatch.setattr(MVTecAD, "_decode",
+                        lambda self, s: (self is lazy and decoded.append(s.path)) or original(self, s))
+    for _ in range(2):
+        for index in (0, 2):
+            assert torch.equal(lazy[index]["image"], plain[index]["image"])
+            assert torch.equal(lazy[index]["mask"], plain[index]["mask"])
+    assert decoded == [lazy.samples[0].path, lazy.samples[2].path]  # once each, in two passes
+    assert lazy._cache[1] is None and lazy._cache[0] is not None
+
+
 def test_augmentation_reproducible_in_seeded_dataloader_workers(root):
     data = MVTecAD(root, categories=["tile"], split="train", image_size=SIZE, augment="crop,rotate")
     assert data.augmentations == frozenset({"crop", "rotate"})

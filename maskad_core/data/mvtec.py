@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import difflib
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -189,12 +190,12 @@ class MVTecAD(Dataset):
         Random numbers come from torch's global generator, so seeded DataLoader workers reproduce.
     skip_corrupt: decode every file up front and skip unreadable ones (listed in ``self.skipped``,
         one warning summarising) instead of raising DataError when the file is first read.
-    cache: keep decoded, resized images in memory (uint8); later epochs skip decoding.
+    cache: keep decoded, resized images (uint8): True decodes all first, "lazy" each on first read.
     crop_scale, rotate_degrees, flip_probability: strength of the augmentations.
     """
 
     def __init__(self, root: str | Path, categories=None, split: str = "train", image_size: int = 224,
-                 augment=False, skip_corrupt: bool = False, cache: bool = False,
+                 augment=False, skip_corrupt: bool = False, cache: bool | str = False,
                  crop_scale: tuple[float, float] = (0.85, 1.0), rotate_degrees: float = 10.0,
                  flip_probability: float = 0.5, non_square: str = "squash",
                  image_standardization: str = "none"):
@@ -223,8 +224,9 @@ class MVTecAD(Dataset):
         for category in self.categories:
             self.samples.extend(self._scan(category))
         self._cache: list[tuple[torch.Tensor, torch.Tensor] | None] | None = None
-        if skip_corrupt or cache:
-            self._decode_all(skip_corrupt=skip_corrupt, keep=cache)
+        if skip_corrupt or cache is True:
+            self._decode_all(skip_corrupt=skip_corrupt, keep=cache is True)
+        self._cache = [None] * len(self.samples) if cache == "lazy" else self._cache
         for category in self.categories:
             if not any(s.category == category for s in self.samples):
                 raise DataError(f"category {category!r} has no readable images left in split "
@@ -305,11 +307,9 @@ class MVTecAD(Dataset):
                 self.skipped.append((str(sample.path), str(err)))
                 continue
             kept.append(sample)
-            if keep:
-                cache.append(pair)
+            cache.append(pair if keep else None)
         self.samples = kept
-        if keep:
-            self._cache = cache
+        self._cache = cache if keep else None
         if self.skipped:
             names = ", ".join(Path(p).name for p, _ in self.skipped[:5])
             more = f" and {len(self.skipped) - 5} more" if len(self.skipped) > 5 else ""
@@ -329,17 +329,20 @@ class MVTecAD(Dataset):
                           DataWarning, stacklevel=4)
         return image, resize_mask(mask_img, self.image_size, self.non_square, image_size=img.size)
 
+    def _decode_and_keep(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        pair = self._decode(self.samples[index])
+        if self._cache is not None:  # the lazy cache
+            self._cache[index] = pair
+        return pair
+
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index]
-        if self._cache is not None:
-            image_u8, mask_u8 = self._cache[index]
-        else:
-            image_u8, mask_u8 = self._decode(sample)
-        image = image_u8.float().div_(255.0)
-        mask = mask_u8.float()
+        pair = self._cache[index] if self._cache is not None else None
+        image_u8, mask_u8 = pair if pair is not None else self._decode_and_keep(index)
+        image, mask = image_u8.float().div_(255.0), mask_u8.float()
         if self.augmentations:  # a sample without a mask file has an all-zero mask
             image, mask = self._augment(image, mask, mask_is_zero=sample.mask_path is None)
         image = apply_standardization(image, self.image_standardization)  # the control, last
@@ -383,10 +386,7 @@ class MVTecAD(Dataset):
 
     def counts(self) -> dict[tuple[str, str], int]:
         """Number of images per (category, defect_type)."""
-        out: dict[tuple[str, str], int] = {}
-        for s in self.samples:
-            out[(s.category, s.defect_type)] = out.get((s.category, s.defect_type), 0) + 1
-        return out
+        return dict(Counter((s.category, s.defect_type) for s in self.samples))
 
     def __repr__(self) -> str:
         return (f"MVTecAD(root={str(self.root)!r}, categories={self.categories}, split={self.split!r}, "

@@ -48,7 +48,9 @@ def open_dataset(config: TrainConfig, split: str, data_root: str | Path | None =
              else config.max_test_images_per_category)
     full = MVTecAD(root, categories=config.categories, split=split, image_size=config.image_size,
                    augment=list(config.augment) if augment else False,
-                   cache=split == "train" and limit is None, **image_options(config))
+                   # training images decoded once: all of them, or a limited subset's own when first read
+                   cache=split == "train" and (True if limit is None else "lazy"),
+                   **image_options(config))
     if limit is None:
         return full, full
     return Subset(full, limit_per_category(full, limit)), full
