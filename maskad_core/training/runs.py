@@ -207,9 +207,12 @@ class Run:
 
 
 def snapshot_epochs(epochs: int) -> list[int]:
-    """Epochs (counted from 1) after which training keeps a copy of the weights: the first, a
-    quarter, half way and the last, so that notebooks can show reconstructions over training."""
-    return sorted({e for e in (1, round(epochs / 4), round(epochs / 2), epochs) if 1 <= e <= epochs})
+    """Epochs (counted from 1) after which training keeps a copy of the weights: a log-spaced grid
+    (1, 2, 5, 10, 20, 50, ...), a quarter, half way and the last, so that notebooks can show
+    reconstructions over training and a long run yields a curve of what each step of compute buys."""
+    grid = {m * 10 ** k for k in range(len(str(max(epochs, 1)))) for m in (1, 2, 5)}
+    wanted = grid | {round(epochs / 4), round(epochs / 2), epochs}
+    return sorted(e for e in wanted if 1 <= e <= epochs)
 
 
 def write_training_record(path: Path, training: dict, data: dict, history: list[dict]) -> None:

@@ -1,0 +1,48 @@
+"""The compute curve (bench.records.curve): a tiny run keeps its snapshot epochs, scores each one as it
+is written, and the record names the epoch the budget rule gives. No AUROC is asserted."""
+
+from __future__ import annotations
+
+import json
+
+from train_fixtures import make_mvtec_tree
+
+from bench.records import curve
+
+
+def test_a_tiny_run_keeps_and_scores_every_snapshot(tmp_path, monkeypatch):
+    monkeypatch.setenv("MASKAD_HOME", str(tmp_path / "home"))
+    root = make_mvtec_tree(tmp_path / "data", n_train=10)
+    out = tmp_path / "out"
+    overrides = [f"data_root={root}", "categories=[stripes, waves]", "max_train_images_per_category=null",
+                 "max_test_images_per_category=null", "batch_size=4"]
+    record = curve.measure("smoke", 5, 0, "complementary", out, overrides)
+    assert record["snapshots"] == [1, 2, 5]
+    assert [p["epoch"] for p in record["points"]] == [1, 2, 5]
+    assert record["status"] == "finished"
+    split = record["data"]["holdout"]["categories"]
+    assert {c: (v["train"], v["held_out"]) for c, v in split.items()} == {"stripes": (8, 2), "waves": (8, 2)}
+    seen = [p["images_seen"] for p in record["points"]]
+    assert seen == [16, 32, 80]  # four fifths of 2 x 10 images per epoch
+    for point in record["points"]:
+        assert point["held_out_error"]["mean"] > 0
+        assert set(point["per_category"]) == {"stripes", "waves"}
+        stripes, waves = point["per_category"]["stripes"], point["per_category"]["waves"]
+        assert all(0.0 <= stripes[k] <= 1.0 for k in ("default", "eq1", "feature_nn", "pixel"))
+        assert waves["pixel"] is None  # waves has no masks
+    errors = [(p["epoch"], p["held_out_error"]["mean"]) for p in record["points"]]
+    assert record["learned"]["epochs"] == curve.budget_rule.learned_budget({0: errors})["epochs"]
+    saved = json.loads((out / "curve-smoke-complementary-seed0.json").read_text())
+    assert saved["points"] == record["points"]
+    text = (out / "curve-smoke-complementary-seed0.md").read_text()
+    assert "| 5 |" in text and "budget rule" in text
+
+
+def test_the_held_out_fifth_is_linked_not_copied_and_never_in_training(tmp_path):
+    root = make_mvtec_tree(tmp_path / "data", n_train=10)
+    split = curve.build_holdout_root(root, ["stripes"], tmp_path / "holdout")
+    train = {p.name for p in (tmp_path / "holdout/stripes/train/good").iterdir()}
+    held = {p.name for p in (tmp_path / "holdout/stripes/test/good").iterdir()}
+    assert len(train) == 8 and len(held) == 2 and not train & held
+    assert held == set(split["stripes"]["held_out_files"])
+    assert all(p.is_symlink() for p in (tmp_path / "holdout/stripes/test/good").iterdir())
