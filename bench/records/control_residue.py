@@ -31,8 +31,8 @@ import torch
 
 from bench.records.budget import held_out
 from bench.records.lab import cores, git, load_average
-from maskad_core.data.mvtec import MVTecAD, category_folders
 from maskad_core.data.image_norm import SCALE, standardize_images
+from maskad_core.data.mvtec import MVTecAD, category_folders
 from maskad_core.metrics import auroc_interval, image_auroc
 from maskad_core.study import profiles
 from maskad_core.training.runtime import cpu_name
