@@ -28,7 +28,8 @@ def test_a_tiny_run_keeps_and_scores_every_snapshot(tmp_path, monkeypatch):
         assert point["held_out_error"]["mean"] > 0
         assert set(point["per_category"]) == {"stripes", "waves"}
         stripes, waves = point["per_category"]["stripes"], point["per_category"]["waves"]
-        assert all(0.0 <= stripes[k] <= 1.0 for k in ("default", "eq1", "feature_nn", "pixel"))
+        assert all(0.0 <= stripes[k] <= 1.0
+                   for k in ("default", "eq1", "feature_nn", "pixel", "default_random_views"))
         assert waves["pixel"] is None  # waves has no masks
     errors = [(p["epoch"], p["held_out_error"]["mean"]) for p in record["points"]]
     assert record["learned"]["epochs"] == curve.budget_rule.learned_budget({0: errors})["epochs"]

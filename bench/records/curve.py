@@ -13,7 +13,9 @@ scores it:
   of the composed reconstruction), the only number the headline budget's rule
   (``study.budget_rule``) may read;
 - on the test split of the profile's data: image AUROC with the default score, eq. 1 and the
-  encoder-token nearest neighbour, and pixel AUROC where masks exist.
+  encoder-token nearest neighbour, and pixel AUROC where masks exist; and the default score with the
+  other masking's test views (random views for a complementary-trained model and the reverse), so
+  that a curve of each training masking gives the 2x2 of training x test masking along the way.
 
 The record is rewritten after every snapshot, so a run stopped early leaves the points it reached
 (``status`` says how far it got). The curve is reported, never used to choose anything.
@@ -39,6 +41,7 @@ from maskad_core.training.runtime import cpu_name
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 SPLIT_VERSION = 1  # bump when the held-out split changes: a new folder, new run ids
+OTHER_MASKING = {"complementary": "random", "random": "complementary"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
@@ -90,6 +93,9 @@ def score_snapshot(run, epoch: int, data_root: Path, holdout_root: Path) -> dict
 
     started = time.perf_counter()
     evaluation, _ = evaluate_run(run, data_root=data_root, device="cpu", epoch=epoch)
+    other = OTHER_MASKING[run.config.masking]  # the 2x2: the same weights scored with the other test views
+    crossed, _ = evaluate_run(run, data_root=data_root, device="cpu", epoch=epoch,
+                              overrides={"test_masking": other})
     features, _ = evaluate_feature_nn(run, epoch=epoch, test_root=str(data_root))
     reduction = run.config.score_reduction
     per_category = {}
@@ -99,6 +105,7 @@ def score_snapshot(run, epoch: int, data_root: Path, holdout_root: Path) -> dict
             "eq1": _round(values["image_auroc_eq1"]),
             "feature_nn": _round(features["per_category"][category][f"image_auroc_{reduction}"]),
             "pixel": _round(values["pixel_auroc"]),
+            f"default_{other}_views": _round(crossed["per_category"][category][f"image_auroc_{reduction}"]),
         }
     return {"held_out_error": held_out_errors(run, epoch, holdout_root), "per_category": per_category,
             "scoring_seconds": round(time.perf_counter() - started, 1)}
@@ -194,16 +201,18 @@ def markdown(record: dict) -> str:
         f"trained on four fifths of each category's normal training images; the held-out fifth gives the "
         f"reconstruction error. Training minutes are wall time on a shared machine.",
         "",
-        "| epoch | train min | images seen | held-out error | " + " | ".join(
-            f"{c} default / eq.1 / feature nn / pixel" for c in categories) + " |",
+        f"Each cell: default score / the same with {OTHER_MASKING[record['masking']]} test views / eq. 1 / "
+        "encoder-token nearest neighbour / pixel AUROC (image AUROC on the test split, one seed).",
+        "",
+        "| epoch | train min | images seen | held-out error | " + " | ".join(categories) + " |",
         "|---:|---:|---:|---:|" + "---|" * len(categories),
     ]
     for p in record["points"]:
         cells = []
         for c in categories:
             v = p["per_category"].get(c, {})
-            cells.append(" / ".join("–" if v.get(k) is None else f"{v[k]:.3f}"
-                                    for k in ("default", "eq1", "feature_nn", "pixel")))
+            keys = ("default", f"default_{OTHER_MASKING[record['masking']]}_views", "eq1", "feature_nn", "pixel")
+            cells.append(" / ".join("–" if v.get(k) is None else f"{v[k]:.3f}" for k in keys))
         lines.append(f"| {p['epoch']} | {p['train_minutes']} | {p['images_seen']} | "
                      f"{p['held_out_error']['mean']:.5f} | " + " | ".join(cells) + " |")
     if "learned" in record:
