@@ -115,6 +115,18 @@ def _round(value: float) -> float | None:
     return None if value is None or not math.isfinite(value) else round(float(value), 4)
 
 
+def curve_config(profile: str, epochs: int, seed: int, masking: str, overrides: list[str]):
+    """(the profile's configuration, its data root, the held-out root, the curve run's configuration)."""
+    params = profiles.study_parameters(profile, overrides)
+    base = profiles.train_config(params)
+    if base.data_root is None:
+        raise SystemExit("bench.records.curve needs a profile with real data (data_root set)")
+    holdout_root = maskad_home() / "validation" / f"{profile}-heldout-v{SPLIT_VERSION}"
+    config = profiles.train_config(params, data_root=str(holdout_root), epochs=epochs,
+                                   warmup_epochs=epochs / 10, seed=seed, masking=masking)
+    return base, Path(base.data_root), holdout_root, config
+
+
 def measure(profile: str, epochs: int, seed: int, masking: str, out: Path, overrides: list[str]) -> dict:
     import torch
 
@@ -122,15 +134,8 @@ def measure(profile: str, epochs: int, seed: int, masking: str, out: Path, overr
     from maskad_core.training.runs import Run, snapshot_epochs
     from maskad_core.training.train import Callbacks, train
 
-    params = profiles.study_parameters(profile, overrides)
-    base = profiles.train_config(params)
-    data_root = Path(base.data_root) if base.data_root is not None else None
-    if data_root is None:
-        raise SystemExit("bench.records.curve needs a profile with real data (data_root set)")
-    holdout_root = maskad_home() / "validation" / f"{profile}-heldout-v{SPLIT_VERSION}"
+    base, data_root, holdout_root, config = curve_config(profile, epochs, seed, masking, overrides)
     split = build_holdout_root(data_root, list(base.categories), holdout_root)
-    config = profiles.train_config(params, data_root=str(holdout_root), epochs=epochs,
-                                   warmup_epochs=epochs / 10, seed=seed, masking=masking)
     record = {
         "profile": profile, "masking": masking, "seed": seed, "epochs": epochs,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -138,6 +143,7 @@ def measure(profile: str, epochs: int, seed: int, masking: str, out: Path, overr
         "commit": git("rev-parse", "--short", "HEAD"),
         "machine": {"cpu": cpu_name(), "cores": cores(), "torch_threads": torch.get_num_threads(),
                     "nice": os.nice(0), "load_avg_before": load_average()},
+        "overrides": list(overrides),
         "data": {"source": str(data_root.name), "categories": list(base.categories),
                  "holdout": {"fraction": 0.2, "seed": 0, "version": SPLIT_VERSION, "categories": split}},
         "settings": {"image_size": config.image_size, "embed_dim": config.embed_dim,
@@ -175,6 +181,63 @@ def measure(profile: str, epochs: int, seed: int, masking: str, out: Path, overr
     record["machine"]["load_avg_after"] = load_average()
     write(record, out, name)
     return record
+
+
+def add_detectors(record: dict) -> dict:
+    """The training-free detectors' image AUROC per category (every floor and probe, no control),
+    fitted on the profile's full normal training images at the profile's size and scored on the
+    same test split as the curve: the horizontal lines of the curve's figure."""
+    from maskad_core.study.seeds import detector_results
+
+    params = profiles.study_parameters(record["profile"], record.get("overrides", []))
+    results = detector_results(profiles.train_config(params), control="none")
+    record["detectors"] = {method: {c: {"auroc": _round(r.auroc), "ci": [_round(v) for v in r.interval]}
+                                    for c, r in rows.items()} for method, rows in results.items()}
+    record["detectors_note"] = ("fitted on every normal training image (the curve's model saw four "
+                                "fifths of them), scored on the same test split, no control")
+    return record
+
+
+def reconstruction_strip(record: dict, out_png: Path) -> Path:
+    """One defective test image per category (the first of its split) and its composed
+    reconstruction (the default complementary views) at every scored snapshot: a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from maskad_core.evaluation.evaluate import reconstruct_and_map
+    from maskad_core.training import runs as runs_module
+    from maskad_core.training.splits import dataset_samples, open_dataset
+
+    _, data_root, _, config = curve_config(record["profile"], record["epochs"], record["seed"],
+                                           record["masking"], record.get("overrides", []))
+    run = runs_module.Run(runs_module.run_path(config))
+    test_set, _ = open_dataset(config, "test", data_root)
+    samples = dataset_samples(test_set)
+    chosen = [next(i for i, s in enumerate(samples) if s.category == c and s.label == 1)
+              for c in record["data"]["categories"]]
+    images = torch.stack([test_set[i]["image"] for i in chosen])
+    epochs = [p["epoch"] for p in record["points"]]
+    fig, axes = plt.subplots(len(chosen), len(epochs) + 1, squeeze=False,
+                             figsize=(1.6 * (len(epochs) + 1), 1.75 * len(chosen)))
+    for row, index in enumerate(chosen):
+        axes[row, 0].imshow(images[row].permute(1, 2, 0).clamp(0, 1).numpy())
+        axes[row, 0].set_title(f"{samples[index].category}\n{samples[index].defect_type}", fontsize=8)
+    for column, epoch in enumerate(epochs, start=1):
+        model = run.load_model("cpu", epoch=epoch)
+        recon, _ = reconstruct_and_map(model, config, images, chosen, torch.device("cpu"))
+        for row in range(len(chosen)):
+            axes[row, column].imshow(recon[row].permute(1, 2, 0).numpy())
+            axes[row, column].set_title(f"epoch {epoch}", fontsize=8)
+    for axis in axes.ravel():
+        axis.axis("off")
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=150)
+    plt.close(fig)
+    return out_png
 
 
 def _progress(path: Path, epoch: int) -> dict:
@@ -237,7 +300,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                         help="a profile parameter changed (e.g. -p image_size=224)")
+    parser.add_argument("--finish", type=Path, metavar="RECORD.json",
+                        help="add the detectors and the reconstruction strip to a record (same machine: "
+                             "the run's snapshots must be in its cache)")
     args = parser.parse_args(argv)
+    if args.finish is not None:
+        record = add_detectors(json.loads(args.finish.read_text()))
+        name = args.finish.stem
+        record["reconstructions_png"] = reconstruction_strip(record, args.finish.with_suffix(".png")).name
+        write(record, args.finish.parent, name)
+        return 0
     if args.epochs < 1:
         parser.error(f"--epochs must be at least 1, got {args.epochs}")
     measure(args.profile, args.epochs, args.seed, args.masking, args.out, args.param)
