@@ -770,7 +770,7 @@ def test_glued_values_are_read_back(book_extension, tmp_path):
 def test_the_report_takes_its_one_seed_rule_from_the_code(book_extension, tmp_path):
     """The comparison words are glued by the notebooks (maskad_core.study.headline); the extension only
     quotes the one-seed rule, read from the code, so the glossary cannot drift from it."""
-    rule = book_extension._module_constant("headline", "INTERVAL_RULE")
+    rule = book_extension._module_constant("study.headline", "INTERVAL_RULE")
     assert "paired difference" in rule and "95% intervals do not overlap" in rule and "level" in rule
 
 

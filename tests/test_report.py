@@ -91,8 +91,8 @@ def test_training_stages_are_initial_then_the_kept_epochs():
 
 def test_setup_notebook_sets_the_books_figure_resolution():
     plt = report.setup_notebook()
-    assert plt.rcParams["figure.dpi"] == 80 and plt.rcParams["savefig.dpi"] == 80
-    assert plt.rcParams["figure.figsize"][0] * 80 >= 700  # figures fill the book's column
+    assert plt.rcParams["figure.dpi"] == 150 and plt.rcParams["savefig.dpi"] == 150
+    assert plt.rcParams["figure.figsize"][0] * 150 >= 1200  # sharp when scaled to the book's column
     assert plt.rcParams["font.size"] >= 10
 
 

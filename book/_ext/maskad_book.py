@@ -229,6 +229,8 @@ def _evaluate(node, module: str):
     if isinstance(node, (ast.Tuple, ast.List)):
         items = [_evaluate(item, module) for item in node.elts]
         return tuple(items) if isinstance(node, ast.Tuple) else items
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):  # "text " + OTHER_RULE
+        return _evaluate(node.left, module) + _evaluate(node.right, module)
     if isinstance(node, ast.Lambda) and not node.args.args:
         return _evaluate(node.body, module)
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
@@ -419,6 +421,8 @@ def study_substitutions(srcdir: str) -> tuple[dict[str, str], list[str]]:
         # The comparison words of Table 1 are glued by the notebook itself (maskad_core.study.headline);
         # here only the rule for one seed, and the Table 2 cell, which has one seed per cell.
         subs["rule_one_seed"] = _module_constant("study.headline", "INTERVAL_RULE")
+        subs["rule_seeds"] = _module_constant("study.comparison", "SEEDS_RULE")
+        subs["rule_pixel"] = _module_constant("study.headline", "PIXEL_RULE")
         subs["verdict_table2_same_best"] = (
             "the same cell as the paper's" if t2["table2_best_cell"] == t2["paper_table2_best_cell"]
             else "not the paper's cell; with one seed per cell the grid does not resolve a ranking")
@@ -483,7 +487,25 @@ def bench_substitutions(srcdir: str) -> tuple[dict[str, str], list[str]]:
     subs = {"bench_results": "\n\n".join(sections), "budget_results": "\n\n".join(budget)}
     subs.update(budget_curve_substitutions(folder / "budget.json"))
     subs["epochs_comparison_table"] = epochs_comparison_table(folder)
+    subs["lab_summary"] = lab_summary(folder / "lab.json")
     return subs, []
+
+
+def lab_summary(path: Path) -> str:
+    """The lab profile's timing record (bench.records.lab) in two sentences: the page says what was
+    measured and names the record; the record itself (commands, run ids, build log) stays in the
+    repository."""
+    if not path.is_file():
+        return "The `lab` profile's timing is not measured yet (`python -m bench.records.lab` writes it)."
+    record = json.loads(path.read_text())
+    minutes, machine = record["minutes"], record["machine"]
+    return (f"Measured on {record['date'][:10]}: the whole `lab` study, training included, took "
+            f"{minutes['whole_study']:.1f} minutes from an empty run cache against a limit of "
+            f"{minutes['limit']:g}, on {machine['cores']} cores of an {machine['cpu']} that other "
+            f"programs used {machine['other_processes_cpu_share']:.0%} of meanwhile; training took "
+            f"{minutes['training_main']:.1f} minutes for the main model and {minutes['training_random']:.1f} "
+            "for the random-mask baseline. The full record, with its settings, is "
+            "`bench/results/lab.md` in the repository.")
 
 
 def _real_section(path: Path) -> dict | None:
