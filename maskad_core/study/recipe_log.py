@@ -168,7 +168,7 @@ def measured_line(profile: dict) -> str:
 def _without_paths(text: str) -> str:
     """A recorded provenance line without the folders it names ("MVTec AD at /data/x (2 of ...)"):
     the records keep them, the book names data sets, not the building machine's paths."""
-    return re.sub(r" at (?:/|~)[^\s;,()]*", "", text)
+    return re.sub(r" at (?:/|~)[^\s;,():]*", "", text)
 
 
 def provenance(quality: dict | None, profile: str) -> str:
