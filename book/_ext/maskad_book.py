@@ -350,7 +350,8 @@ def profile_substitutions() -> dict[str, str]:
     subs: dict[str, str] = {}
     for name in profile_names():
         p = load_profile(name)
-        data = "synthetic (embedded)" if p["data_root"] in (None, "") else f"`{p['data_root']}`"
+        # a real profile's folder is the building machine's: the reader gives their own
+        data = "synthetic (embedded)" if p["data_root"] in (None, "") else "real images, `-p data_root=PATH`"
         if "data_root" in raw[name].get("requires", []) and p["data_root"] in (None, ""):
             data = "MVTec AD, `-p data_root=PATH`"
         data += (", every category found" if p["categories"] is None
@@ -452,6 +453,13 @@ def study_substitutions(srcdir: str) -> tuple[dict[str, str], list[str]]:
     return subs, problems
 
 
+SUMMARISED_BENCH_TAGS = {
+    "lab": "the `lab` profile timed from an empty run cache; summarised in {doc}`teaching`.",
+    "quality": "the evidence record of the real profile (three seeds per arm, the control, the "
+               "training-free detectors and the 2 × 2 of training and test masking), shown in the "
+               "chapter on making the model detect and in the {doc}`reproduction_report`.",
+    "quality-real-epochs20": "the same record at 20 epochs, set beside it in the "
+                             "{doc}`reproduction_report`."}
 SKIPPED_BENCH_TAGS = {"quick"}  # `python -m bench --quick`: a smoke check, not a measurement
 # records the re-run chapter shows in their own section ({{ budget_results }}), not among the costs
 BUDGET_TAGS = {"budget": "python -m bench.records.budget", "study_budget": "python -m bench.records.study_budget"}
@@ -476,11 +484,14 @@ def bench_substitutions(srcdir: str) -> tuple[dict[str, str], list[str]]:
         return {"bench_results": "*(No benchmark results were found when this book was built.)*"}, [problem]
     tags = ["cpu"] + sorted(p.stem for p in folder.glob("*.md")
                             if p.stem != "cpu" and p.stem not in SKIPPED_BENCH_TAGS | set(BUDGET_TAGS))
-    sections = [f"**`bench/results/{tag}.md`**\n\n{_demoted((folder / f'{tag}.md').read_text().strip())}"
+    # records summarised elsewhere in the book are named, not pasted (their commands, run ids and
+    # code states are for the repository's reader, not the book's)
+    sections = [f"**`bench/results/{tag}.md`**: {SUMMARISED_BENCH_TAGS[tag]}" if tag in SUMMARISED_BENCH_TAGS
+                else f"**`bench/results/{tag}.md`**\n\n{_without_folders(_demoted((folder / f'{tag}.md').read_text().strip()))}"
                 for tag in tags]
     # a budget record not yet measured (a study timed from a copy of the sources runs before its
     # own record exists) is said so on the page, not hidden
-    budget = [f"**`bench/results/{tag}.md`**\n\n{_demoted((folder / f'{tag}.md').read_text().strip())}"
+    budget = [f"**`bench/results/{tag}.md`**\n\n{_without_folders(_demoted((folder / f'{tag}.md').read_text().strip()))}"
               if (folder / f"{tag}.md").is_file() else
               f"**`bench/results/{tag}.md`**: not measured when this book was built (`{command}` writes it)."
               for tag, command in BUDGET_TAGS.items()]
@@ -540,6 +551,19 @@ def epochs_comparison_table(folder: Path) -> str:
     rows.append(["longest training", "minutes", *(f"{max(max(a['train_minutes']) for a in s['arms'].values()):.1f}"
                                                   for s in sections)])
     return _markdown_table(header, rows)
+
+
+MACHINE_FOLDER = re.compile(r"(?:/work|/tmp|/root|/home)/[^\s;,()`]*|\.\./shared/[^\s;,()`]*")
+
+
+RUN_ID = re.compile(r"(?<![0-9a-f])(?=[0-9a-f]*[a-f])(?=[0-9a-f]*\d)[0-9a-f]{12}(?![0-9a-f])")
+
+
+def _without_folders(markdown: str) -> str:
+    """A record as the book shows it: the folders of the machine that measured it (its data and
+    caches) become "(a local folder)"; the record in the repository keeps them."""
+    markdown = MACHINE_FOLDER.sub("(a local folder)", markdown)
+    return RUN_ID.sub("·", markdown)  # a run's id names a cache folder of that machine
 
 
 def _demoted(markdown: str, levels: int = 2) -> str:
