@@ -138,3 +138,19 @@ def _section_loss(record: dict) -> list[str]:
         out += _table(["epoch", *(str(curve[i]["epoch"]) for i in picks)],
                       [["loss", *(_f(curve[i]["total"], 4) for i in picks)]])
     return out
+
+
+DEVICE_COMMAND = ('set -o pipefail; PYTHONUNBUFFERED=1 python3 -m bench.gpu run --pack .gpu-pack '
+                  '--budget-s 540 --out "$OUT" 2>&1 | tee "$OUT/log.txt"')
+
+
+def not_run() -> dict:
+    """The committed record until a GPU has run the script: no numbers, and how to run it."""
+    return {"record": NAME, "status": "not run",
+            "note": ("This record has NOT been produced on a GPU yet: no GPU was available when the "
+                     "script was written, so it holds no measurement. Only the script's CPU dry run "
+                     "(tests/test_gpu_script.py, tiny widths) has run."),
+            "how_to_run": ("make gpu-pack    # here: the real data into .gpu-pack/ (git-ignored)\n"
+                           "# on the GPU box, with .gpu-pack carried beside the working tree:\n"
+                           + DEVICE_COMMAND + "\n"
+                           "# then copy $OUT/gpu-paper.json and $OUT/gpu-paper.md to bench/results/")}
