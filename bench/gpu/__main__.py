@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, from_process_start: bool = False) -> int:
     args = _parser().parse_args(argv)
     if args.command == "pack":
         from bench.gpu import pack
@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"bench.gpu run: {error}", file=sys.stderr)
         return 2
-    return run.run(args.pack and Path(args.pack), Path(args.out), args)
+    return run.run(Path(args.pack), Path(args.out), args, from_process_start)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(from_process_start=True))
