@@ -489,6 +489,8 @@ def verdict_substitutions(srcdir: str) -> dict[str, str]:
             "verdict_residue": (verdict.residue_sentence(section, records["residue"]) + "."
                                 if section is not None and records["residue"] else
                                 "(The control's residue is not recorded: `python -m bench.records.control_residue`.)"),
+            "verdict_beyond": (verdict.beyond_findings(section, records["residue"])
+                               if section is not None else "(the evidence record is missing)"),
             "verdict_finding": (verdict.finding(section, records["residue"], records["paired"])
                                 if section is not None else "(the evidence record is missing)"),
             "verdict_budget": (verdict.budget_words(section, inputs.get("train_images"), inputs.get("lpips"))

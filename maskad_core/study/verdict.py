@@ -305,6 +305,45 @@ def _two_by_two_direction(section: dict) -> bool:
             and t["random"]["complementary"] >= t["complementary"]["complementary"])
 
 
+def beyond_findings(section: dict, residue: dict | None = None) -> str:
+    """What this study found that neither the paper nor the benchmark's usual tables report, each
+    with its measurement: a Markdown list (confound; the control's residue; detectors that learn
+    nothing level with the paper's own numbers)."""
+    items = []
+    brightness = _probe(section, "brightness", "screw")
+    if brightness is not None:
+        low, high = brightness["ci"]
+        items.append(f"**Screw's test split is separable by brightness alone.** Mean brightness as a "
+                     f"score (its distance from the training images') has an image AUROC of "
+                     f"{brightness['auroc']:.3f} [{low:.3f}, {high:.3f}] on MVTec AD screw"
+                     f"{_confound_direction(residue, 'screw')}. An AUROC that far below 0.5 is "
+                     "information in the wrong direction: any score that grows with a test image's "
+                     "departure from the training images is pulled down on screw by the lighting "
+                     "before it sees a defect (bench/results/quality.md, bench/results/control_residue.md).")
+    residue_text = residue_sentence(section, residue)
+    if residue_text:
+        items.append(f"**The control leaves a residue.** {residue_text} (bench/results/control_residue.md).")
+    table1 = paper.table1()
+    matches = []
+    for category in section["arms"]["complementary|none"]["per_category"]:
+        if category not in table1.index:
+            continue
+        printed = float(table1.loc[category, "paper"])
+        for d in section.get("detectors", {}).values():
+            entry = d["per_category"].get(category)
+            if d["control"] != "none" or entry is None or d["method"] in ("brightness", "contrast", "mean_colour"):
+                continue
+            if entry["ci"][1] >= printed:  # the rule does not place it below the paper's number
+                matches.append(f"{d['method']} on {_name(category)}, {entry['auroc']:.3f} "
+                               f"[{entry['ci'][0]:.3f}, {entry['ci'][1]:.3f}] against the paper's {printed:.3f}")
+    if matches:
+        items.append("**Detectors that learn nothing reach the paper's own numbers.** Fitted on the same "
+                     "training images at the same size, with no training at all: " + "; ".join(matches)
+                     + ". Their intervals hold or pass the paper's values, so on these categories Table 1's "
+                     "number alone does not show that a model learned anything (bench/results/quality.md).")
+    return "\n".join(f"* {item}" for item in items)
+
+
 def untested(section: dict) -> str:
     """What stays untested, in one sentence."""
     setting = paper.setting()
