@@ -453,6 +453,50 @@ def study_substitutions(srcdir: str) -> tuple[dict[str, str], list[str]]:
     return subs, problems
 
 
+def verdict_substitutions(srcdir: str) -> dict[str, str]:
+    """The verdict box (``maskad_core.study.verdict``) from the records in bench/results and, for the
+    budget, Table 2 and Figure 3, the real edition's glue; the rule behind it; the control's residue."""
+    import maskad_core
+    from maskad_core.study import verdict
+
+    folder = next((d for d in (Path(srcdir) / "bench" / "results",
+                               Path(maskad_core.__file__).resolve().parents[1] / "bench" / "results")
+                   if (d / "quality.json").is_file()), None)
+    records = verdict.load_records(folder) if folder else {"section": None, "paired": None, "residue": None}
+    executed = Path(srcdir).joinpath(*EXECUTED_DIR)
+
+    def glued(name):
+        path = executed / f"{name}.ipynb"
+        return read_glue(path) if path.is_file() else {}
+
+    training, table2, figure3 = glued("03_training"), glued("05_table2_ablation"), glued("06_figure3_histograms")
+    section = records["section"]
+    inputs: dict[str, Any] = {"paired": records["paired"], "residue": records["residue"]}
+    if section is not None and "train_images_seen" in training:
+        inputs["train_images"] = int(training["train_images_seen"]) // int(section["config"]["epochs"])
+    if "lpips_active" in training:
+        inputs["lpips"] = training["lpips_active"] is True
+    if {"table2_best_cell", "table2_cells_run_count"} <= set(table2):
+        inputs["table2"] = {"best_cell": table2["table2_best_cell"],
+                            "paper_best_cell": table2["paper_table2_best_cell"],
+                            "cells_run": table2["table2_cells_run_count"],
+                            "cells_total": table2["table2_cells_total"]}
+    if {"top_bin_mostly_anomalous_count", "top_bin_claim_met_by_chance_count"} <= set(figure3):
+        inputs["figure3"] = {"count": figure3["top_bin_mostly_anomalous_count"],
+                             "total": figure3["histogram_categories"],
+                             "by_chance": figure3["top_bin_claim_met_by_chance_count"]}
+    return {"verdict_box": verdict.verdict_box(section, **inputs), "verdict_rule": verdict.VERDICT_RULE,
+            "verdict_residue": (verdict.residue_sentence(section, records["residue"]) + "."
+                                if section is not None and records["residue"] else
+                                "(The control's residue is not recorded: `python -m bench.records.control_residue`.)"),
+            "verdict_beyond": (verdict.beyond_findings(section, records["residue"])
+                               if section is not None else "(the evidence record is missing)"),
+            "verdict_finding": (verdict.finding(section, records["residue"], records["paired"])
+                                if section is not None else "(the evidence record is missing)"),
+            "verdict_budget": (verdict.budget_words(section, inputs.get("train_images"), inputs.get("lpips"))
+                               if section is not None else "(the evidence record is missing)")}
+
+
 SUMMARISED_BENCH_TAGS = {
     "lab": "the `lab` profile timed from an empty run cache; summarised in {doc}`teaching`.",
     "quality": "the evidence record of the real profile (three seeds per arm, the control, the "
@@ -626,6 +670,7 @@ def add_substitutions(app: Sphinx, config) -> None:
     verdicts, study_problems = study_substitutions(app.srcdir)
     subs.update(verdicts)
     problems += study_problems
+    subs.update(verdict_substitutions(app.srcdir))
     for problem in problems:
         logger.warning(f"maskad_book: {problem}")
     subs["edition_status"] = edition_status(app, config)
