@@ -206,3 +206,62 @@ def test_the_padding_of_a_non_square_image_never_scores(run_home, tmp_path, monk
     scored = new_images.score_images(str(run_path), [tmp_path / "wide.png"], tmp_path / "out")
     row = scored.scores.iloc[0]
     assert row.score_max < 1e5 and row.score_topk < 1e5 and row.score_mean < 1e5
+
+
+# ------------------------------------------------------------------ 3. one-line errors, before the work
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("command", ["score", "evaluate"])
+def test_device_cuda_without_cuda_is_one_line_and_status_2(command, run_home, tmp_path, capsys):
+    run_path, _ = run_home
+    extra = [str(_image(tmp_path / "x.png"))] if command == "score" else []
+    assert main([command, str(run_path), *extra, "--out", str(tmp_path / "out"), "--device", "cuda"]) == 2
+    assert "CUDA is not available" in _error_line(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_full_disk_during_training_is_one_line_and_leaves_no_half_file(data_root, home, capsys,
+                                                                          monkeypatch):
+    def full_disk(obj, path, *args, **kwargs):
+        Path(path).write_bytes(b"half")
+        raise RuntimeError("[enforce fail at inline_container.cc:595] . PytorchStreamWriter failed "
+                           "writing file data/0: file write failed")
+
+    monkeypatch.setattr(runs.torch, "save", full_disk)
+    assert main(["train", "--data", str(data_root), "--categories", "stripes", "--quiet", *TINY]) == 2
+    assert "check that path's permissions and free space" in _error_line(capsys)
+    run_path = runs.run_path(tiny_config(data_root, epochs=1, categories=["stripes"]))
+    assert not (run_path / runs.CHECKPOINT_FILE).exists()
+    assert not [p for p in run_path.rglob("*.tmp")]
+
+
+def test_model_widths_edited_in_config_yaml_are_one_line(run_home, tmp_path, capsys):
+    run_path, _ = run_home
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    for name in (runs.CONFIG_FILE, runs.TRAINING_FILE, runs.DONE_FILE, runs.DATA_FILE):
+        (edited / name).write_bytes((run_path / name).read_bytes())
+    (edited / "checkpoints").mkdir()
+    (edited / runs.CHECKPOINT_FILE).write_bytes((run_path / runs.CHECKPOINT_FILE).read_bytes())
+    text = (edited / runs.CONFIG_FILE).read_text()
+    (edited / runs.CONFIG_FILE).write_text(text.replace("embed_dim: 16", "embed_dim: 32", 1))
+    assert main(["score", str(edited), str(_image(tmp_path / "x.png")), "--out", str(tmp_path / "o")]) == 2
+    assert "config.yaml does not describe the model in its checkpoint" in _error_line(capsys)
+
+
+def test_baseline_json_naming_a_folder_is_refused_before_fitting(data_root, tmp_path, capsys, monkeypatch):
+    from maskad_core.evaluation import baselines
+
+    monkeypatch.setattr(baselines, "evaluate_baseline", lambda *a, **k: pytest.fail("fitted first"))
+    assert main(["baseline", "--data", str(data_root), "--json", str(tmp_path)]) == 2
+    assert f"--json {tmp_path} is a folder" in _error_line(capsys)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("seed=1e30", "seed must be an integer in [0, 2**63), got 1000000000000000019884624838656"),
+    ("eval_seed=-1", "eval_seed must be an integer in [0, 2**63), got -1"),
+    ("image_size=1000000", "image_size must be at most 2048 pixels"),
+])
+def test_settings_out_of_range_name_the_key_and_the_limit(override, message, data_root, home, capsys):
+    assert main(["train", "--data", str(data_root), "--quiet", *TINY, override]) == 2
+    assert message in _error_line(capsys)
+    assert not (home / "runs").exists()

@@ -212,8 +212,11 @@ def cmd_baseline(args) -> int:
 
     data = _data_folder(args.data)
     settings, detector = baseline_settings(args.method, args.overrides)
-    if args.json:
-        writable_dir(Path(args.json).expanduser().parent, "--json's folder", "choose another --json")
+    if args.json:  # checked before the fitting, which may take minutes
+        target = Path(args.json).expanduser()
+        if target.is_dir():
+            raise ValueError(f"--json {args.json} is a folder; name a file, e.g. {target / 'baseline.json'}")
+        writable_dir(target.parent, "--json's folder", "choose another --json")
     categories = None
     if args.categories is not None:
         categories = [c.strip() for c in args.categories.split(",") if c.strip()]

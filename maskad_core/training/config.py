@@ -53,6 +53,10 @@ SCORING_FIELDS = ("anomaly_map", "map_standardization", "smooth_sigma", "score_r
 _INFINITY = float("inf")  # validate refuses every non-finite float setting (nan, inf, -inf)
 
 
+# The largest image side a run may ask for: larger ones would die of memory, not of a clear error.
+MAX_IMAGE_SIZE = 2048
+
+
 @dataclass
 class TrainConfig:
     """One training run and its evaluation.  Every field is a plain value (YAML-friendly)."""
@@ -145,6 +149,12 @@ class TrainConfig:
         for name in ("max_train_images_per_category", "max_test_images_per_category"):
             if getattr(self, name) is not None:
                 positive(name)
+        if self.image_size > MAX_IMAGE_SIZE:
+            raise ValueError(f"image_size must be at most {MAX_IMAGE_SIZE} pixels (memory grows with "
+                             f"its square; MVTec AD's largest images are 1024), got {self.image_size}")
+        for name in ("seed", "eval_seed"):
+            if not 0 <= getattr(self, name) < 2 ** 63:
+                raise ValueError(f"{name} must be an integer in [0, 2**63), got {getattr(self, name)}")
         if self.image_size % self.patch_size:
             raise ValueError(
                 f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"

@@ -27,8 +27,10 @@ Files are written atomically (``atomic_*``) with the permissions the user's umas
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
+import math
 import os
 import pickle
 import secrets
@@ -202,7 +204,14 @@ class Run:
                 raise FileNotFoundError(f"run {self.path} kept no weights for epoch {epoch}; "
                                         f"it has epochs {self.snapshots() or 'none'}")
             state = load_checkpoint_file(path)
-        model.load_state_dict(state)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as error:  # config.yaml's widths edited by hand: the weights do not fit
+            first = next((line.strip() for line in str(error).splitlines() if "size mismatch" in line
+                          or "Missing key" in line or "Unexpected key" in line), "")
+            raise CheckpointError(f"run {self.path}: its {CONFIG_FILE} does not describe the model in "
+                                  f"its checkpoint ({first[:160]}); restore the {CONFIG_FILE} "
+                                  "training wrote, or train the changed settings as a new run") from None
         return model.to(device).eval()
 
 
@@ -325,18 +334,41 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_torch_save(obj, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, then rename: never a half-written file."""
+    """torch.save to a temporary file in the same folder, then rename: never a half-written file.
+    torch reports a failed write (a full disk) as RuntimeError: raised here as the OSError it is."""
     tmp = _temporary_beside(path)
     try:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as error:
+            if "write" not in str(error).lower():
+                raise
+            full = shutil.disk_usage(tmp.parent).free < 64 * 2 ** 20
+            raise OSError(errno.ENOSPC if full else errno.EIO,
+                          "No space left on device" if full else "writing failed", str(path)) from None
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
 
 def write_json(path: Path, data: dict) -> None:
-    # NaN stays NaN (Python's json reads it back); values are plain floats, lists and dicts.
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+    """Strict JSON: NaN and infinite numbers (a metric with nothing to measure) are written null,
+    which every JSON reader takes, where ``NaN`` is not JSON."""
+    text = json.dumps(json_safe(data), indent=2, sort_keys=False, allow_nan=False)
+    atomic_write_text(path, text + "\n")
+
+
+def json_safe(value):
+    """``value`` with numpy scalars and paths made plain and non-finite floats made None."""
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if not isinstance(value, (str, int, float, bool, type(None))):
+        value = _json_default(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def read_json(path: Path) -> dict:
