@@ -5,6 +5,12 @@ JSON, permissions, broken links, start-up time, the benchmark's default output).
 
 from __future__ import annotations
 
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -265,3 +271,145 @@ def test_settings_out_of_range_name_the_key_and_the_limit(override, message, dat
     assert main(["train", "--data", str(data_root), "--quiet", *TINY, override]) == 2
     assert message in _error_line(capsys)
     assert not (home / "runs").exists()
+
+
+# ------------------------------------------------------------------ 4. the smaller faults
+def test_the_readme_says_what_identifies_a_run(tmp_path):
+    from maskad_core.training.config import TrainConfig
+
+    first, second = make_mvtec_tree(tmp_path / "a"), tmp_path / "b"
+    second.mkdir()
+    for path in sorted(first.rglob("*")):
+        target = second / path.relative_to(first)
+        target.mkdir(exist_ok=True) if path.is_dir() else target.write_bytes(path.read_bytes())
+    one, two = (TrainConfig(data_root=str(root)) for root in (first, second))
+    from maskad_core.training.splits import data_fingerprint
+
+    assert data_fingerprint(one)["digest"] == data_fingerprint(two)["digest"]  # the same images
+    assert runs.run_id(one) != runs.run_id(two)  # at another path: another run, as the README says
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert "a copy of the same images at another path is another run" in readme
+    assert "a copy of the same images on another disk or machine is the same run" not in readme
+
+
+def test_score_shows_progress_only_on_a_terminal(run_home, tmp_path, capsys, monkeypatch):
+    run_path, _ = run_home
+    images = [str(_image(tmp_path / f"{i}.png", i)) for i in range(6)]
+    assert main(["score", str(run_path), *images, "--out", str(tmp_path / "log"), "--no-heatmaps"]) == 0
+    assert "image" not in capsys.readouterr().err  # stderr is not a terminal: no bar in the log
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    assert main(["score", str(run_path), *images, "--out", str(tmp_path / "tty"), "--no-heatmaps"]) == 0
+    assert "score:" in capsys.readouterr().err  # the bar, on a terminal
+    assert main(["score", str(run_path), *images, "--out", str(tmp_path / "q"), "--no-heatmaps",
+                 "--quiet"]) == 0
+    assert "image" not in capsys.readouterr().err
+
+
+def test_sigterm_while_scoring_removes_the_partial_output(run_home, tmp_path, capsys, monkeypatch):
+    import signal
+
+    run_path, _ = run_home
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the signal arrives first
+        pytest.fail("SIGTERM was not turned into an exception")
+
+    monkeypatch.setattr(new_images, "_score_batches", terminated)
+    out = tmp_path / "out"
+    assert main(["score", str(run_path), str(_image(tmp_path / "x.png")), "--out", str(out)]) == 143
+    assert "maskad: terminated" in capsys.readouterr().err
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["x.png"]
+    assert signal.getsignal(signal.SIGTERM) is not None  # main put the previous handler back
+
+
+def test_sigterm_while_a_study_executes_removes_its_running_folder(tmp_path, monkeypatch):
+    import signal
+
+    from maskad_core.cli import main as cli_main
+    from maskad_core.study import runner
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+
+    monkeypatch.setattr(runner, "execute_notebook", terminated)
+    previous = signal.signal(signal.SIGTERM, cli_main._terminate)
+    try:
+        result = runner.StudyResult(root=tmp_path, executed_dir=tmp_path / "book" / "executed",
+                                    html_dir=None)
+        with pytest.raises(cli_main.Terminated):
+            runner.execute_edition("cpu", {}, {"01": tmp_path / "01.md"}, result, whole=False,
+                                   log=lambda line: None)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert list((tmp_path / "book").iterdir()) == []
+    ignored = subprocess.run(["git", "check-ignore", "-q", "book/.executed-running-x1/01.ipynb"],
+                             cwd=REPO, check=False)
+    assert ignored.returncode == 0
+
+
+def test_scorings_output_folder_follows_the_umask(run_home, tmp_path):
+    run_path, _ = run_home
+    previous = os.umask(0o002)
+    try:
+        new_images.score_images(str(run_path), [_image(tmp_path / "x.png")], tmp_path / "out")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o775
+
+
+def test_json_outputs_hold_no_nan(data_root, tmp_path, capsys):
+    def strict(text):
+        return json.loads(text, parse_constant=lambda word: pytest.fail(f"{word} in JSON"))
+
+    runs.write_json(tmp_path / "x.json", {"a": float("nan"), "b": [np.float32("inf")],
+                                          "c": np.float64(1.5), "d": {"e": -float("inf")}})
+    assert strict((tmp_path / "x.json").read_text()) == {"a": None, "b": [None], "c": 1.5,
+                                                         "d": {"e": None}}
+    # a category without masks has no pixel metrics: null, not NaN
+    assert main(["baseline", "--data", str(data_root), "--json", str(tmp_path / "b.json")]) == 0
+    record = strict((tmp_path / "b.json").read_text())
+    assert None in record["per_category"]["waves"].values()
+
+
+def test_a_broken_link_gets_a_line_in_skipped_csv(run_home, tmp_path):
+    run_path, _ = run_home
+    folder = tmp_path / "in"
+    _image(folder / "a.png")
+    (folder / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    assert main(["score", str(run_path), str(folder), "--out", str(tmp_path / "out"), "--quiet"]) == 1
+    skipped = pd.read_csv(tmp_path / "out" / "skipped.csv")
+    assert skipped.path.tolist() == [str(folder / "gone.png")]
+    assert "broken symbolic link" in skipped.reason.iloc[0]
+    assert len(pd.read_csv(tmp_path / "out" / "scores.csv")) == 1
+
+
+def test_maskad_help_imports_no_torch_and_documents_the_exit_statuses():
+    probe = ("import sys\nfrom maskad_core.cli.main import main\ntry:\n    main(['--help'])\n"
+             "except SystemExit:\n    pass\nprint('torch imported:', 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("torch imported: False")
+    text = " ".join(result.stdout.split())
+    assert "exit status: 0 done; 1 maskad score could not read some images" in text
+    assert "2 a user error, one line on stderr" in text
+
+
+def test_each_commands_line_in_maskad_help_is_its_parsers():
+    from maskad_core.cli.main import COMMANDS, build_parser
+
+    full = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    listed = {action.dest: action.help for action in full._choices_actions}
+    assert listed == {name: summary for name, (summary, _) in COMMANDS.items()}
+
+
+def test_python_dash_m_bench_writes_to_a_git_ignored_folder_by_default():
+    from bench.perf.__main__ import LOCAL_DIR, RESULTS_DIR, build_parser
+
+    assert build_parser().parse_args([]).out == LOCAL_DIR == RESULTS_DIR / "local"
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(LOCAL_DIR / "cpu.json")], cwd=REPO,
+                             check=False)
+    assert ignored.returncode == 0
+    assert build_parser().parse_args(["--out", str(RESULTS_DIR)]).out == RESULTS_DIR
