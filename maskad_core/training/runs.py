@@ -30,7 +30,6 @@ import contextlib
 import errno
 import hashlib
 import json
-import math
 import os
 import pickle
 import secrets
@@ -46,6 +45,7 @@ import torch
 from maskad_core.data.paths import runs_dir, writable_dir
 from maskad_core.model import build_model
 from maskad_core.training.config import TrainConfig
+from maskad_core.training.json_safe import json_safe
 from maskad_core.training.splits import data_fingerprint
 
 RUN_ID_LENGTH = 12
@@ -358,19 +358,6 @@ def write_json(path: Path, data: dict) -> None:
     atomic_write_text(path, text + "\n")
 
 
-def json_safe(value):
-    """``value`` with numpy scalars and paths made plain and non-finite floats made None."""
-    if isinstance(value, dict):
-        return {key: json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(item) for item in value]
-    if not isinstance(value, (str, int, float, bool, type(None))):
-        value = _json_default(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def read_json(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist (is the run finished?)")
@@ -379,14 +366,6 @@ def read_json(path: Path) -> dict:
 
 def write_csv(path: Path, frame: pd.DataFrame) -> None:
     atomic_write_text(path, frame.to_csv(index=False))
-
-
-def _json_default(value):
-    if hasattr(value, "item"):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
 # ------------------------------------------------------------------ locking
