@@ -352,9 +352,9 @@ def atomic_torch_save(obj, path: Path) -> None:
 
 
 def write_json(path: Path, data: dict) -> None:
-    """Strict JSON: NaN and infinite numbers (a metric with nothing to measure) are written null,
-    which every JSON reader takes, where ``NaN`` is not JSON."""
-    text = json.dumps(json_safe(data), indent=2, sort_keys=False, allow_nan=False)
+    # NaN stays NaN (Python's json reads it back; the study's readers take it as a float): writing
+    # null instead (issue 29) waits for those readers to take None
+    text = json.dumps(json_safe(data, keep_nan=True), indent=2, sort_keys=False)
     atomic_write_text(path, text + "\n")
 
 
