@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 BOOK_VENV ?= _build/venv-book
 BOOK_BIN := $(BOOK_VENV)/bin
 
-.PHONY: install book-install browser study book test lint bench quality clean
+.PHONY: install book-install browser study book test lint bench quality gpu-pack clean
 
 # Re-installs only when pyproject.toml changed since the last install.
 install: $(VENV)/.installed
@@ -58,6 +58,10 @@ bench: install
 # The detection benchmark: bench/results/quality.{json,md}.
 quality: install
 	$(BIN)/python -m bench.records.quality
+
+# The real data resized to 224 px for the GPU run (python -m bench.gpu run): .gpu-pack/, git-ignored.
+gpu-pack: install
+	$(BIN)/python -m bench.gpu pack --out .gpu-pack
 
 clean:
 	rm -rf _build

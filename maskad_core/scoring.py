@@ -132,25 +132,42 @@ def eq1_score(images: Tensor, recon: Tensor) -> Tensor:
     return image_score(anomaly_map(images, recon, kind="l2"), reduction="mean")
 
 
-def image_score(maps: Tensor, reduction: str = "mean", topk_fraction: float = 0.01) -> Tensor:
+def image_score(maps: Tensor, reduction: str = "mean", topk_fraction: float = 0.01,
+                valid: Tensor | None = None) -> Tensor:
     """One score per map: (B, H, W) -> (B,).
 
     "mean": mean over pixels (eq. 1 for an l2 map); "max": largest pixel (usually of a smoothed map);
-    "topk": mean of the ceil(topk_fraction * H * W) largest pixels (at least one).
+    "topk": mean of the ceil(topk_fraction * H * W) largest pixels (at least one). ``valid``, a
+    (B, H, W) boolean tensor, keeps the reduction to the pixels it marks (the image under
+    non_square=pad, not its padding); k then counts the valid pixels.
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if maps.ndim != 3:
         raise ValueError(f"maps must be (B, H, W), got shape {tuple(maps.shape)}")
+    if reduction == "topk" and not (0.0 < topk_fraction <= 1.0):
+        raise ValueError(f"topk_fraction must be in (0, 1], got {topk_fraction!r}")
+    if valid is not None:
+        if valid.shape != maps.shape:
+            raise ValueError(f"valid must be shaped as the maps {tuple(maps.shape)}, got {tuple(valid.shape)}")
+        return torch.stack([_reduce(m[v.bool()], reduction, topk_fraction) for m, v in zip(maps, valid, strict=True)])
     flat = maps.flatten(start_dim=1)
     if reduction == "mean":
         return flat.mean(dim=1)
     if reduction == "max":
         return flat.max(dim=1).values
-    if not (0.0 < topk_fraction <= 1.0):
-        raise ValueError(f"topk_fraction must be in (0, 1], got {topk_fraction!r}")
     k = max(1, math.ceil(topk_fraction * flat.shape[1] - 1e-9))  # 0.1 * 30 is 3, not 4
     return flat.topk(k, dim=1).values.mean(dim=1)
+
+
+def _reduce(pixels: Tensor, reduction: str, topk_fraction: float) -> Tensor:
+    """One map's valid pixels (1-D) reduced as image_score reduces a whole map."""
+    if reduction == "mean":
+        return pixels.mean()
+    if reduction == "max":
+        return pixels.max()
+    k = max(1, math.ceil(topk_fraction * pixels.numel() - 1e-9))
+    return pixels.topk(k).values.mean()
 
 
 # How a map is standardised before it is reduced: "none" (as it is) or "per_pixel" (MapStatistics).

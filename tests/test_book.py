@@ -62,7 +62,18 @@ RAW_CELL_VALUES = ("nan", "NaN", "None", "True", "False")
 ERROR_TEXT = ("Traceback",)  # an exception's output printed into a page
 # Words about the making of the book, which a reader has no use for (all-capitals ones match case).
 PROCESS_WORDS = ("the issue that", "this round", "next round", "the work set itself",
-                 "this session", "the next session", "TODO")
+                 "this session", "the next session", "TODO", "issue", "issues", "uncommitted",
+                 "uncommitted_changes", "build log")
+# The building machine's folders and the study's run ids: a reader has neither (a reader's own
+# folders appear only as commands of the re-run chapter, written with ~ or $MASKAD_HOME).
+MACHINE_TEXT = re.compile(r"(?:/work/|/tmp/|/root/|/home/\w|shared/data|\.\./shared/)"
+                          r"|(?<![0-9a-f])(?=[0-9a-f]*[a-f])(?=[0-9a-f]*\d)[0-9a-f]{12}(?![0-9a-f])")
+# MyST that reached the page as text instead of being rendered (a fence nested wrongly, an include
+# inside an admonition): a directive's name in braces, its option lines, or a fence of backticks.
+RAW_DIRECTIVE = re.compile(r"\{(?:admonition|include|literalinclude|glue|code-cell|note|important|"
+                           r"warning|dropdown|figure|bibliography|glossary|term|doc|ref)\}"
+                           r"|:(?:class|tags|pyobject|language|emphasize-lines):(?=\s)|`{3,}")
+MIN_FIGURE_DPI = 100  # the PNG's own resolution (pHYs): 80 dpi gave panel titles 7 px high
 # (executed notebook, glue key): one quantity that every page citing it must show with one value.
 GLUED_QUANTITY = ("book/executed-real/04_table1.ipynb", "t1_mean_mean")
 PROBE_ID = "maskad-probe"
@@ -116,13 +127,15 @@ window.addEventListener("load", async () => {
     src: img.currentSrc || img.src, natural_width: img.naturalWidth,
     width: img.getBoundingClientRect().width, shown: img.getClientRects().length > 0,
   }));
-  const textOf = (element) => {  // every text node, collapsed sections included; no scripts or styles
+  const textOf = (element, drop = "") => {  // every text node, collapsed sections included; no scripts or styles
     const copy = element.cloneNode(true);
-    copy.querySelectorAll("script, style, noscript").forEach((node) => node.remove());
+    copy.querySelectorAll("script, style, noscript" + drop).forEach((node) => node.remove());
     return copy.textContent;
   };
   report.article_text = textOf(article);
   report.page_text = textOf(document.body);
+  // without the papermill parameter cells: they show the profile's settings as a re-run sets them
+  report.reader_text = textOf(document.body, ", .tag_parameters, .tag_injected-parameters");
   const out = document.createElement("pre");
   out.id = "maskad-probe";
   out.textContent = JSON.stringify(report);
@@ -347,6 +360,8 @@ def checked_pages(book_html, book_root) -> list[str]:
     pages = [page for page, _, _ in BROWSER_PAGES] + ["book/reproduction_report.html"]
     pages += sorted(path.relative_to(book_html).as_posix()
                     for path in (book_html / "book" / "executed-real").glob("*.html"))
+    # and every text chapter: the re-run chapter and the teaching notes paste records
+    pages += sorted(path.relative_to(book_html).as_posix() for path in (book_html / "book").glob("*.html"))
     pages += sorted(quantity_citations(book_root))
     return list(dict.fromkeys(pages))
 
@@ -371,13 +386,11 @@ def table_offences(page: str, report: dict) -> list[str]:
     for table in report["tables"]:
         name = f"{page}: table {table['header']!r}"
         box = table["scroller"]
-        if table["scroll_width"] > column + 1:
-            if box is None:
-                offences.append(f"{name} is {table['scroll_width']} px wide in a column of "
-                                f"{column:.0f} px, and nothing between it and the page scrolls")
-            elif box["width"] > column + 1:
-                offences.append(f"{name}: its scroll box <{box['tag']} class={box['class']!r}> is "
-                                f"{box['width']:.0f} px wide, wider than the column ({column:.0f} px)")
+        if table["shown"] and table["scroll_width"] > column + 1:
+            # a scroll box hides the columns a reader needs: every table fits without one
+            where = "" if box is None else f" (it scrolls in <{box['tag']} class={box['class']!r}>)"
+            offences.append(f"{name} is {table['scroll_width']} px wide in a column of "
+                            f"{column:.0f} px{where}")
         if table["shown"] and table["font_px"] < MIN_TABLE_FONT * report["font_px"] - 0.01:
             offences.append(f"{name}: cells at {table['font_px']:.1f} px, below "
                             f"{MIN_TABLE_FONT:g} of the text's {report['font_px']:.1f} px")
@@ -416,6 +429,12 @@ def text_offences(page: str, report: dict) -> list[str]:
         for match in list(_phrase(word).finditer(report["page_text"]))[:3]:
             context = report["page_text"][max(0, match.start() - 60): match.end() + 60]
             offences.append(f"{page}: {word!r} in ...{' '.join(context.split())}...")
+    for match in list(MACHINE_TEXT.finditer(report["reader_text"]))[:3]:
+        context = report["reader_text"][max(0, match.start() - 60): match.end() + 60]
+        offences.append(f"{page}: machine path or run id {match.group(0)!r} in ...{' '.join(context.split())}...")
+    for match in list(RAW_DIRECTIVE.finditer(report["page_text"]))[:3]:
+        context = report["page_text"][max(0, match.start() - 60): match.end() + 60]
+        offences.append(f"{page}: unrendered MyST {match.group(0).strip()!r} in ...{' '.join(context.split())}...")
     for table in report["tables"]:
         raw = sorted({cell for cell in table["short_cells"] if cell in RAW_CELL_VALUES})
         if raw:
@@ -449,7 +468,32 @@ def glue_offences(plain: str, citations: dict[str, list], texts: dict[str, str])
     return offences
 
 
-def test_wide_tables_scroll_in_their_own_container(page_reports):
+def png_dpi(data: bytes) -> float | None:
+    """The horizontal resolution a PNG records (its pHYs chunk, in dots per inch), None if none."""
+    position = 8
+    while position + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[position:position + 8])
+        if kind == b"pHYs":
+            per_unit, _, unit = struct.unpack(">IIB", data[position + 8:position + 17])
+            return per_unit * 0.0254 if unit == 1 else None
+        if kind == b"IDAT":
+            return None
+        position += 12 + length
+    return None
+
+
+def test_every_figure_is_at_least_100_dpi(book_html):
+    figures = sorted((book_html / "_images").glob("*.png"))
+    assert figures, "the build holds no figure"
+    low = []
+    for path in figures:
+        dpi = png_dpi(path.read_bytes())
+        if dpi is None or dpi < MIN_FIGURE_DPI - 0.5:
+            low.append(f"{path.name}: {'no resolution recorded' if dpi is None else f'{dpi:.0f} dpi'}")
+    assert not low, f"figures below {MIN_FIGURE_DPI} dpi:\n" + "\n".join(low)
+
+
+def test_tables_fit_their_column(page_reports):
     offences = [o for page, report in page_reports.items() for o in table_offences(page, report)]
     assert not offences, (f"tables overflow the content column at {WINDOW[0]} px:\n"
                           + "\n".join(offences))
@@ -499,6 +543,8 @@ body {{ margin: 0; font-size: 16px; }} article {{ width: 700px; padding: 0 10px;
 .tiny {{ font-size: 9px; }} td {{ padding: 0 40px; white-space: nowrap; }}
 </style></head><body><nav>TODO in the menu</nav><article class="bd-article">
 <p>Traceback (most recent call last): this round of edits</p><p>A todo list is fine here.</p>
+<p>real images at /work/shared/data; Run 81290dd2c388 was re-used; commit 48013e9, 2024 and 0.787</p>
+<p>````{{admonition}} The lab as measured</p><p>:class: dropdown</p>
 <table><tr><th>bare</th>{cells}</tr><tr><td>nan</td><td>None</td><td>0.5</td></tr></table>
 <div class="scroll"><table><tr><th>scrolls</th>{cells}</tr><tr><td>False</td></tr></table></div>
 <div class="wide"><table><tr><th>box too wide</th>{cells}</tr></table></div>
@@ -521,9 +567,10 @@ def test_the_checks_catch_a_page_made_to_fail_them(chromium, tmp_path):
 
     assert report["viewport_width"] == WINDOW[0] and report["column_width"] == 700
     tables = "\n".join(table_offences("bad", report))
-    assert "table 'bare' is" in tables and "nothing between it and the page scrolls" in tables
-    assert "'scrolls'" not in tables  # a wide table in a box that fits the column is fine
-    assert "table 'box too wide': its scroll box <div class='wide'> is 900 px wide" in tables
+    assert "table 'bare' is" in tables
+    # a scroll box that fits the column no longer excuses a table wider than the column
+    assert "table 'scrolls' is" in tables and "(it scrolls in <div class='scroll'>)" in tables
+    assert "table 'box too wide' is" in tables
     assert "table 'tiny': cells at 9.0 px" in tables
     figures = figure_offences("bad", report)
     assert figures == [  # fits.png is shown 700 px wide; the logo is no figure
@@ -535,6 +582,18 @@ def test_the_checks_catch_a_page_made_to_fail_them(chromium, tmp_path):
     assert "'TODO' in ...TODO in the menu" in text and text.count("'TODO' in") == 1  # not "todo"
     assert "bad: table 'bare' has cells reading None, nan\n" in text  # not 0.5
     assert "table 'scrolls' has cells reading False" in text
+    assert "machine path or run id '/work/'" in text and "run id '81290dd2c388'" in text
+    assert "'48013e9'" not in text and "'2024'" not in text  # 7 hex digits, a year: no run id
+    assert "unrendered MyST '````'" in text and "'{admonition}'" in text and "':class:'" in text
+
+
+def test_png_resolution_is_read_from_its_header():
+    plain = _png(10, 2)
+    assert png_dpi(plain) is None  # no pHYs chunk: no resolution recorded
+    chunk = struct.pack(">IIB", 5906, 5906, 1)  # 5906 dots per metre = 150 dpi
+    phys = struct.pack(">I", len(chunk)) + b"pHYs" + chunk + struct.pack(">I", zlib.crc32(b"pHYs" + chunk))
+    with_phys = plain[:33] + phys + plain[33:]  # after the signature (8) and IHDR (25)
+    assert round(png_dpi(with_phys)) == 150
 
 
 def test_glue_citations_and_their_pages(tmp_path):
@@ -770,7 +829,7 @@ def test_glued_values_are_read_back(book_extension, tmp_path):
 def test_the_report_takes_its_one_seed_rule_from_the_code(book_extension, tmp_path):
     """The comparison words are glued by the notebooks (maskad_core.study.headline); the extension only
     quotes the one-seed rule, read from the code, so the glossary cannot drift from it."""
-    rule = book_extension._module_constant("headline", "INTERVAL_RULE")
+    rule = book_extension._module_constant("study.headline", "INTERVAL_RULE")
     assert "paired difference" in rule and "95% intervals do not overlap" in rule and "level" in rule
 
 

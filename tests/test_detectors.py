@@ -51,7 +51,7 @@ def test_every_detector_is_registered_once_under_its_name():
     assert METHODS == tuple(DETECTORS) and len(set(METHODS)) == len(METHODS)
     assert METHODS[:2] == ("gaussian", "nn")  # the original floor keeps its place (and CLI default)
     assert FLOOR_METHODS == ("gaussian", "nn", "patch_nn")
-    assert PROBE_METHODS == ("brightness", "contrast")
+    assert PROBE_METHODS == ("brightness", "contrast", "mean_colour")
     for name, cls in DETECTORS.items():
         assert cls.name == name and detector_class(name) is cls
         detector = make_detector(name)
@@ -352,3 +352,19 @@ def test_after_standardisation_a_probe_cannot_tell_a_changed_image(name):
     control = make_detector(name).fit(standardize_images(train))
     torch.testing.assert_close(control.image_scores(standardize_images(changed)),
                                control.image_scores(standardize_images(test)), atol=1e-3, rtol=0)
+
+
+def test_mean_colour_scores_eq1_of_the_images_own_mean_colour_and_learns_nothing():
+    from maskad_core import scoring
+
+    generator = torch.Generator().manual_seed(3)
+    train, test = torch.rand(4, 3, 16, 16, generator=generator), torch.rand(5, 3, 16, 16, generator=generator)
+    test[0] *= 0.2  # a flat image: low variance, low score
+    probe = make_detector("mean_colour").fit(train)
+    flat = test.mean(dim=(2, 3), keepdim=True).expand_as(test)
+    expected = scoring.eq1_score(test, flat)
+    assert torch.allclose(probe.image_scores(test), expected, atol=1e-7)
+    assert probe.image_scores(test).argmin() == 0
+    other = make_detector("mean_colour").fit(torch.zeros(2, 3, 16, 16))
+    assert torch.equal(other.image_scores(test), probe.image_scores(test))  # nothing was fitted
+    assert torch.equal(probe.anomaly_map(test, smooth_sigma=2.0)[:, 3, 5], probe.image_scores(test))

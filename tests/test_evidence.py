@@ -91,3 +91,43 @@ def test_the_report_shows_every_arm_detector_and_check():
     assert "paired difference" in "\n".join(markdown_real(result)) and "screw [0.070, 0.150]" in "\n".join(markdown_real(result))
     for check in result["checks"]:
         assert check["check"] in text
+
+
+def _frames(shift_defective, seeds=2, n=40):
+    """Per-seed score frames of one category: defective images scored ``shift_defective`` higher."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(n) % 2
+    return [pd.DataFrame({"path": [f"img{i:03d}" for i in range(n)], "category": "screw", "label": labels,
+                          "score_max": rng.normal(size=n) + shift_defective * labels})
+            for _ in range(seeds)]
+
+
+def test_the_2x2_paired_intervals_answer_its_two_questions_separately():
+    from bench.records.evidence import two_by_two_paired
+
+    # test views matter, training masks do not: complementary views separate, random views do not
+    good, none = _frames(3.0), _frames(0.0)
+    frames = {("complementary", "complementary"): good, ("complementary", "random"): none,
+              ("random", "complementary"): good, ("random", "random"): none}
+    paired = two_by_two_paired(frames, "score_max")
+    for trained in ("complementary", "random"):
+        low, high = paired["test_views"][trained]["mean"]
+        assert low > 0, (trained, low, high)  # complementary views minus random views
+    for tested in ("complementary", "random"):
+        low, high = paired["training"][tested]["screw"]
+        assert low <= 0 <= high  # the same frames on both sides: no difference
+    assert set(paired) == {"test_views", "training"}
+
+
+def test_the_report_shows_the_2x2_paired_intervals_when_recorded():
+    result = _result()
+    result["checks"] = verdicts(result)
+    assert "paired differences" not in "\n".join(markdown_real(result))
+    interval = {"mean": [0.01, 0.2], "screw": [0.0, 0.3]}
+    result["two_by_two_paired"] = {"test_views": {"complementary": interval, "random": interval},
+                                   "training": {"complementary": interval, "random": interval}}
+    text = "\n".join(markdown_real(result))
+    assert "trained random, complementary minus random views [0.010, 0.200]" in text

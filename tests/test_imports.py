@@ -201,10 +201,11 @@ def test_nothing_but_the_entry_points_imports_the_command_line():
 
 def test_the_book_extension_imports_no_torch_heavy_module():
     """The light `make book` has no torch: the extension may import only the torch-free study
-    modules it names (paper, edition) and the package's lazy __init__."""
+    modules it names (paper, edition, verdict) and the package's lazy __init__."""
     extension = Path(__file__).resolve().parents[1] / "book" / "_ext" / "maskad_book.py"
     names = {n for n in imported_names(extension, "") if n.startswith("maskad_core")}
     assert names <= {"maskad_core", "maskad_core.study", "maskad_core.study.paper",
                      "maskad_core.study.edition", "maskad_core.study.edition.fingerprint",
+                     "maskad_core.study.verdict",
                      "maskad_core.study.edition.read_edition",
                      "maskad_core.study.edition.staleness_message"}, names

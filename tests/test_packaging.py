@@ -185,7 +185,8 @@ def test_book_requirements_pull_in_no_torch_and_cover_the_extensions_imports():
     for module in sorted(third_party):
         dists = {re.sub(r"[-_.]+", "-", d).lower() for d in providers.get(module, [])}
         assert dists & closure, f"the book's extension imports {module}, which book/requirements.txt lacks"
-    assert seen_local <= {"maskad_core.study", "maskad_core.study.paper", "maskad_core.study.edition"}, (
+    assert seen_local <= {"maskad_core.study", "maskad_core.study.paper", "maskad_core.study.edition",
+                          "maskad_core.study.verdict", "maskad_core.study.comparison"}, (
         f"the book's extension imports {sorted(seen_local)}: maskad_core.training.config, .data and .profiles "
         "import torch; read what the book needs from the sources instead (see maskad_book.py)")
 
@@ -206,6 +207,7 @@ mb.add_substitutions(app, config)
 subs = config.myst_substitutions
 assert subs["default_augment"] and subs["profiles_table"] and subs["paper_table1"], subs
 assert "edition of" in subs["edition_status"], subs["edition_status"]
+assert "**The budget**" in subs["verdict_box"], subs["verdict_box"]
 print(len(subs), sorted(m for m in sys.modules if m.startswith("maskad_core")))
 """
     import subprocess

@@ -25,7 +25,8 @@ def test_data_descriptions_never_call_synthetic_data_mvtec(data_root):
     real = profiles.train_config(profiles.load_profile("mvtec"), categories=["bottle", "screw"])
     assert not report.is_synthetic(real) and report.is_mvtec(real)
     assert report.data_label(real) == "MVTec AD"
-    assert report.data_description(real).startswith("MVTec AD at")
+    assert report.data_description(real).startswith("MVTec AD (2 of its 15")
+    assert str(real.data_root) not in report.data_description(real)  # no machine path in the book
     own = tiny_config(data_root)  # categories stripes and waves: MVTec AD's layout, not its images
     assert report.data_label(own) == "user data, not MVTec AD"
     assert "(not MVTec AD); 2 categories: stripes, waves" in report.data_description(own)
@@ -91,8 +92,8 @@ def test_training_stages_are_initial_then_the_kept_epochs():
 
 def test_setup_notebook_sets_the_books_figure_resolution():
     plt = report.setup_notebook()
-    assert plt.rcParams["figure.dpi"] == 80 and plt.rcParams["savefig.dpi"] == 80
-    assert plt.rcParams["figure.figsize"][0] * 80 >= 700  # figures fill the book's column
+    assert plt.rcParams["figure.dpi"] == 150 and plt.rcParams["savefig.dpi"] == 150
+    assert plt.rcParams["figure.figsize"][0] * 150 >= 1200  # sharp when scaled to the book's column
     assert plt.rcParams["font.size"] >= 10
 
 
@@ -213,3 +214,17 @@ def test_mvtec_rows_beside_other_real_data_are_labelled_each_for_what_it_is(tmp_
     assert "MVTec AD bottle (official test split)" in described
     assert "kolektor_sdd (not MVTec AD: outside the paper's Table 1)" in described
     assert report.data_label(config) == "MVTec AD and other real data"
+
+
+def test_lpips_is_said_in_words_without_the_loaders_error():
+    raw = "Can't load weights from /root/.cache/torch/hub (set TORCH_HOME)"
+    assert report.lpips_words(False, raw) == "LPIPS off: its AlexNet weights were not available; departs from eq. 4"
+    assert "lpips='off'" in report.lpips_words(False, "LPIPS switched off (lpips='off')")
+    assert report.lpips_words(True, "") == "LPIPS on, as in eq. 4"
+
+
+def test_recorded_provenance_loses_its_folders():
+    from maskad_core.study import recipe_log
+
+    line = "data: real images at /work/shared/data: MVTec AD bottle; seed 0"
+    assert recipe_log._without_paths(line) == "data: real images: MVTec AD bottle; seed 0"

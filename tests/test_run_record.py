@@ -98,16 +98,19 @@ def test_score_scores_every_readable_image_lists_the_rest_and_never_mixes_output
     (images / "broken.png").write_bytes(b"not a png")
     (images / "empty.png").write_bytes(b"")
     out = tmp_path / "scored"
-    out.mkdir()
-    (out / "scores.csv").write_text("path\nold\n")
-    (out / "0009_old.png").write_bytes(b"old heat map")
+    old = tmp_path / "old.png"  # a previous scoring in out (scores.csv and PNGs of a user's are refused)
+    shutil.copy(data_root / "waves" / "test" / "square" / "000.png", old)
+    assert main(["score", str(run.path), str(old), "--out", str(out), "--category", "stripes"]) == 0
+    assert (out / "0000_old.png").exists()
+    old.unlink()
+    capsys.readouterr()
     status = main(["score", str(run.path), str(images), "--out", str(out), "--category", "stripes"])
     printed = capsys.readouterr().out
     assert status == 1
     assert "broken.png" in printed and "empty.png" in printed
     scores = pd.read_csv(out / "scores.csv")
-    assert len(scores) == 3 and "old" not in set(scores.path)
-    assert not (out / "0009_old.png").exists()  # the older scoring went as a whole
+    assert len(scores) == 3 and str(old) not in set(scores.path)
+    assert not (out / "0000_old.png").exists()  # the older scoring went as a whole
     assert set(pd.read_csv(out / "skipped.csv").path.map(lambda p: p.rsplit("/", 1)[1])) == {
         "broken.png", "empty.png"}
     assert not list(tmp_path.glob(".scored.*"))  # no temporary folder left behind

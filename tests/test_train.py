@@ -231,8 +231,10 @@ def test_a_run_killed_during_evaluation_is_finished_without_training_again(data_
 
 
 def test_weights_are_kept_at_the_snapshot_epochs_and_the_last_equals_the_final_model(data_root, home):
-    assert runs.snapshot_epochs(40) == [1, 10, 20, 40]
+    assert runs.snapshot_epochs(40) == [1, 2, 5, 10, 20, 40]
     assert runs.snapshot_epochs(2) == [1, 2]
+    assert runs.snapshot_epochs(200) == [1, 2, 5, 10, 20, 50, 100, 200]
+    assert runs.snapshot_epochs(1000) == [1, 2, 5, 10, 20, 50, 100, 200, 250, 500, 1000]
     run = train_and_evaluate(tiny_config(data_root, epochs=4, seed=7), quiet=True)
     assert run.snapshots() == [1, 2, 4]
     final, first = run.load_model(), run.load_model(epoch=1)

@@ -1,4 +1,5 @@
-"""``python -m bench``: measure, print and write bench/results/<tag>.{json,md}."""
+"""``python -m bench``: measure, print and write bench/results/local/<tag>.{json,md} (git-ignored);
+the committed records in bench/results/ are written only when named: ``--out bench/results``."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from bench.perf.configs import default_configs, quick_configs
 from bench.perf.core import profile_config, run_benchmark
 from bench.perf.report import markdown, write_results
 
-RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"  # the committed records
+LOCAL_DIR = RESULTS_DIR / "local"  # git-ignored: a measurement replaces no record unless asked
 
 
 def build_parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
@@ -37,7 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "8192 on cuda, 256 with --quick)")
     parser.add_argument("--profile", action="store_true",
                         help="also write torch.profiler tables (scoring, training step) to <tag>.profile.txt")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help=f"output folder (default {RESULTS_DIR})")
+    parser.add_argument("--out", type=Path, default=LOCAL_DIR,
+                        help=f"output folder (default {LOCAL_DIR}, git-ignored; --out {RESULTS_DIR} "
+                             "replaces the committed record)")
     parser.add_argument("--tag", help="output file name without suffix (default: the device, or quick)")
 
 

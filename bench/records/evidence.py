@@ -61,19 +61,39 @@ def _arm(params, masking: str, control: str, seeds) -> dict:
             "per_category": per_category, "_runs": runs}
 
 
-def _two_by_two(arms: dict) -> dict:
-    """Mean image AUROC (default score) of each trained masking tested with each masking, over seeds."""
-    table = {}
+def two_by_two_paired(frames: dict, column: str) -> dict:
+    """The 2x2's two questions, each as 95% bootstrap intervals of a paired difference (both sides
+    scored on the same resampled test images; per category and ``MEAN``), from ``frames``:
+    {(trained, tested): [per-image score frame of each seed]}.
+
+    ``test_views``: per trained masking, tested with complementary views minus tested with random
+    ones (the same weights); ``training``: per test masking, complementary-trained minus
+    random-trained (the same test views)."""
+    return {"test_views": {trained: {c: list(v) for c, v in paired_differences(
+                frames[(trained, "complementary")], frames[(trained, "random")], column).items()}
+                for trained in MASKINGS},
+            "training": {tested: {c: list(v) for c, v in paired_differences(
+                frames[("complementary", tested)], frames[("random", tested)], column).items()}
+                for tested in MASKINGS}}
+
+
+def _two_by_two(arms: dict) -> tuple[dict, dict]:
+    """Mean image AUROC (default score) of each trained masking tested with each masking, over
+    seeds, and the paired intervals of :func:`two_by_two_paired`."""
+    table, frames = {}, {}
     for trained in MASKINGS:
         runs = arms[(trained, "none")]["_runs"]
         other = next(m for m in MASKINGS if m != trained)
-        crossed = [evaluate_run(run, overrides={"test_masking": other})[0]["image_auroc"]
-                   for run in runs]
+        evaluated = [evaluate_run(run, overrides={"test_masking": other}) for run in runs]
+        crossed = [metrics["image_auroc"] for metrics, _ in evaluated]
+        frames[(trained, trained)] = [run.scores for run in runs]
+        frames[(trained, other)] = [scores for _, scores in evaluated]
         own = [run.metrics["image_auroc"] for run in runs]
         table[trained] = {trained: float(np.mean(own)), other: float(np.mean(crossed)),
                           f"{other}_std": float(np.std(crossed, ddof=1)) if len(runs) > 1 else 0.0,
                           f"{trained}_std": float(np.std(own, ddof=1)) if len(runs) > 1 else 0.0}
-    return table
+    column = f"score_{runs[0].config.score_reduction}"
+    return table, two_by_two_paired(frames, column)
 
 
 def curve(run) -> list[dict]:
@@ -166,10 +186,12 @@ def measure_real(profile: str, seeds: list[int], control_seeds: list[int] | None
                                      seeds if control == "none" else control_seeds)
             for masking in MASKINGS for control in CONTROLS}
     config = train_config(params)
+    two_by_two, two_by_two_paired_intervals = _two_by_two(arms)
     result = {
         "profile": profile, "kind": "real", "config": config.to_dict(), "rule": SPREAD_RULE,
         "book_rule": SEEDS_RULE, "overrides": dict(overrides or {}),
-        "two_by_two": _two_by_two(arms),
+        "two_by_two": two_by_two,
+        "two_by_two_paired": two_by_two_paired_intervals,
         "curve": curve(arms[("complementary", "none")]["_runs"][0]),
         "detectors": _detectors(config),
         "paper": {c: float(paper.table1().loc[c, "paper"]) for c in config.categories
@@ -192,6 +214,11 @@ def _seed_cell(entry: dict) -> str:
     interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if all(np.isfinite(ci)) else ""
     spread = f" ± {entry['std']:.3f}" if len(entry["seeds"]) > 1 else " (one seed)"
     return f"{entry['mean']:.3f}{spread}{interval}"
+
+
+def _pair(intervals: dict) -> str:
+    low, high = intervals[MEAN]
+    return f"[{low:.3f}, {high:.3f}]"
 
 
 def markdown_real(result: dict) -> list[str]:
@@ -236,6 +263,13 @@ def markdown_real(result: dict) -> list[str]:
     lines += ["", "AUROC against training minutes (first seed's weight snapshots, no control):", "",
               "| epoch | minutes | mean | " + " | ".join(categories) + " |",
               "|---|---|---|" + "---|" * len(categories)]
+    paired = result.get("two_by_two_paired")
+    if paired:
+        lines += ["", "The 2x2's paired differences (95% bootstrap interval, mean over categories): "
+                  + "; ".join(f"trained {t}, complementary minus random views {_pair(v)}"
+                              for t, v in paired["test_views"].items())
+                  + "; " + "; ".join(f"tested with {t} views, complementary- minus random-trained "
+                                     f"{_pair(v)}" for t, v in paired["training"].items())]
     for point in result["curve"]:
         lines.append(f"| {point['epoch']} | {point['minutes']:.1f} | {point['image_auroc']:.3f} | "
                      + " | ".join(f"{point['per_category'][c]:.3f}" for c in categories) + " |")

@@ -229,6 +229,8 @@ def _evaluate(node, module: str):
     if isinstance(node, (ast.Tuple, ast.List)):
         items = [_evaluate(item, module) for item in node.elts]
         return tuple(items) if isinstance(node, ast.Tuple) else items
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):  # "text " + OTHER_RULE
+        return _evaluate(node.left, module) + _evaluate(node.right, module)
     if isinstance(node, ast.Lambda) and not node.args.args:
         return _evaluate(node.body, module)
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
@@ -348,7 +350,8 @@ def profile_substitutions() -> dict[str, str]:
     subs: dict[str, str] = {}
     for name in profile_names():
         p = load_profile(name)
-        data = "synthetic (embedded)" if p["data_root"] in (None, "") else f"`{p['data_root']}`"
+        # a real profile's folder is the building machine's: the reader gives their own
+        data = "synthetic (embedded)" if p["data_root"] in (None, "") else "real images, `-p data_root=PATH`"
         if "data_root" in raw[name].get("requires", []) and p["data_root"] in (None, ""):
             data = "MVTec AD, `-p data_root=PATH`"
         data += (", every category found" if p["categories"] is None
@@ -419,6 +422,8 @@ def study_substitutions(srcdir: str) -> tuple[dict[str, str], list[str]]:
         # The comparison words of Table 1 are glued by the notebook itself (maskad_core.study.headline);
         # here only the rule for one seed, and the Table 2 cell, which has one seed per cell.
         subs["rule_one_seed"] = _module_constant("study.headline", "INTERVAL_RULE")
+        subs["rule_seeds"] = _module_constant("study.comparison", "SEEDS_RULE")
+        subs["rule_pixel"] = _module_constant("study.headline", "PIXEL_RULE")
         subs["verdict_table2_same_best"] = (
             "the same cell as the paper's" if t2["table2_best_cell"] == t2["paper_table2_best_cell"]
             else "not the paper's cell; with one seed per cell the grid does not resolve a ranking")
@@ -448,6 +453,57 @@ def study_substitutions(srcdir: str) -> tuple[dict[str, str], list[str]]:
     return subs, problems
 
 
+def verdict_substitutions(srcdir: str) -> dict[str, str]:
+    """The verdict box (``maskad_core.study.verdict``) from the records in bench/results and, for the
+    budget, Table 2 and Figure 3, the real edition's glue; the rule behind it; the control's residue."""
+    import maskad_core
+    from maskad_core.study import verdict
+
+    folder = next((d for d in (Path(srcdir) / "bench" / "results",
+                               Path(maskad_core.__file__).resolve().parents[1] / "bench" / "results")
+                   if (d / "quality.json").is_file()), None)
+    records = verdict.load_records(folder) if folder else {"section": None, "paired": None, "residue": None}
+    executed = Path(srcdir).joinpath(*EXECUTED_DIR)
+
+    def glued(name):
+        path = executed / f"{name}.ipynb"
+        return read_glue(path) if path.is_file() else {}
+
+    training, table2, figure3 = glued("03_training"), glued("05_table2_ablation"), glued("06_figure3_histograms")
+    section = records["section"]
+    inputs: dict[str, Any] = {"paired": records["paired"], "residue": records["residue"]}
+    if section is not None and "train_images_seen" in training:
+        inputs["train_images"] = int(training["train_images_seen"]) // int(section["config"]["epochs"])
+    if "lpips_active" in training:
+        inputs["lpips"] = training["lpips_active"] is True
+    if {"table2_best_cell", "table2_cells_run_count"} <= set(table2):
+        inputs["table2"] = {"best_cell": table2["table2_best_cell"],
+                            "paper_best_cell": table2["paper_table2_best_cell"],
+                            "cells_run": table2["table2_cells_run_count"],
+                            "cells_total": table2["table2_cells_total"]}
+    if {"top_bin_mostly_anomalous_count", "top_bin_claim_met_by_chance_count"} <= set(figure3):
+        inputs["figure3"] = {"count": figure3["top_bin_mostly_anomalous_count"],
+                             "total": figure3["histogram_categories"],
+                             "by_chance": figure3["top_bin_claim_met_by_chance_count"]}
+    return {"verdict_box": verdict.verdict_box(section, **inputs), "verdict_rule": verdict.VERDICT_RULE,
+            "verdict_residue": (verdict.residue_sentence(section, records["residue"]) + "."
+                                if section is not None and records["residue"] else
+                                "(The control's residue is not recorded: `python -m bench.records.control_residue`.)"),
+            "verdict_beyond": (verdict.beyond_findings(section, records["residue"])
+                               if section is not None else "(the evidence record is missing)"),
+            "verdict_finding": (verdict.finding(section, records["residue"], records["paired"])
+                                if section is not None else "(the evidence record is missing)"),
+            "verdict_budget": (verdict.budget_words(section, inputs.get("train_images"), inputs.get("lpips"))
+                               if section is not None else "(the evidence record is missing)")}
+
+
+SUMMARISED_BENCH_TAGS = {
+    "lab": "the `lab` profile timed from an empty run cache; summarised in {doc}`teaching`.",
+    "quality": "the evidence record of the real profile (three seeds per arm, the control, the "
+               "training-free detectors and the 2 × 2 of training and test masking), shown in the "
+               "chapter on making the model detect and in the {doc}`reproduction_report`.",
+    "quality-real-epochs20": "the same record at 20 epochs, set beside it in the "
+                             "{doc}`reproduction_report`."}
 SKIPPED_BENCH_TAGS = {"quick"}  # `python -m bench --quick`: a smoke check, not a measurement
 # records the re-run chapter shows in their own section ({{ budget_results }}), not among the costs
 BUDGET_TAGS = {"budget": "python -m bench.records.budget", "study_budget": "python -m bench.records.study_budget"}
@@ -472,18 +528,39 @@ def bench_substitutions(srcdir: str) -> tuple[dict[str, str], list[str]]:
         return {"bench_results": "*(No benchmark results were found when this book was built.)*"}, [problem]
     tags = ["cpu"] + sorted(p.stem for p in folder.glob("*.md")
                             if p.stem != "cpu" and p.stem not in SKIPPED_BENCH_TAGS | set(BUDGET_TAGS))
-    sections = [f"**`bench/results/{tag}.md`**\n\n{_demoted((folder / f'{tag}.md').read_text().strip())}"
+    # records summarised elsewhere in the book are named, not pasted (their commands, run ids and
+    # code states are for the repository's reader, not the book's)
+    sections = [f"**`bench/results/{tag}.md`**: {SUMMARISED_BENCH_TAGS[tag]}" if tag in SUMMARISED_BENCH_TAGS
+                else f"**`bench/results/{tag}.md`**\n\n{_without_folders(_demoted((folder / f'{tag}.md').read_text().strip()))}"
                 for tag in tags]
     # a budget record not yet measured (a study timed from a copy of the sources runs before its
     # own record exists) is said so on the page, not hidden
-    budget = [f"**`bench/results/{tag}.md`**\n\n{_demoted((folder / f'{tag}.md').read_text().strip())}"
+    budget = [f"**`bench/results/{tag}.md`**\n\n{_without_folders(_demoted((folder / f'{tag}.md').read_text().strip()))}"
               if (folder / f"{tag}.md").is_file() else
               f"**`bench/results/{tag}.md`**: not measured when this book was built (`{command}` writes it)."
               for tag, command in BUDGET_TAGS.items()]
     subs = {"bench_results": "\n\n".join(sections), "budget_results": "\n\n".join(budget)}
     subs.update(budget_curve_substitutions(folder / "budget.json"))
     subs["epochs_comparison_table"] = epochs_comparison_table(folder)
+    subs["lab_summary"] = lab_summary(folder / "lab.json")
     return subs, []
+
+
+def lab_summary(path: Path) -> str:
+    """The lab profile's timing record (bench.records.lab) in two sentences: the page says what was
+    measured and names the record; the record itself (commands, run ids, build log) stays in the
+    repository."""
+    if not path.is_file():
+        return "The `lab` profile's timing is not measured yet (`python -m bench.records.lab` writes it)."
+    record = json.loads(path.read_text())
+    minutes, machine = record["minutes"], record["machine"]
+    return (f"Measured on {record['date'][:10]}: the whole `lab` study, training included, took "
+            f"{minutes['whole_study']:.1f} minutes from an empty run cache against a limit of "
+            f"{minutes['limit']:g}, on {machine['cores']} cores of an {machine['cpu']} that other "
+            f"programs used {machine['other_processes_cpu_share']:.0%} of meanwhile; training took "
+            f"{minutes['training_main']:.1f} minutes for the main model and {minutes['training_random']:.1f} "
+            "for the random-mask baseline. The full record, with its settings, is "
+            "`bench/results/lab.md` in the repository.")
 
 
 def _real_section(path: Path) -> dict | None:
@@ -518,6 +595,19 @@ def epochs_comparison_table(folder: Path) -> str:
     rows.append(["longest training", "minutes", *(f"{max(max(a['train_minutes']) for a in s['arms'].values()):.1f}"
                                                   for s in sections)])
     return _markdown_table(header, rows)
+
+
+MACHINE_FOLDER = re.compile(r"(?:/work|/tmp|/root|/home)/[^\s;,()`]*|\.\./shared/[^\s;,()`]*")
+
+
+RUN_ID = re.compile(r"(?<![0-9a-f])(?=[0-9a-f]*[a-f])(?=[0-9a-f]*\d)[0-9a-f]{12}(?![0-9a-f])")
+
+
+def _without_folders(markdown: str) -> str:
+    """A record as the book shows it: the folders of the machine that measured it (its data and
+    caches) become "(a local folder)"; the record in the repository keeps them."""
+    markdown = MACHINE_FOLDER.sub("(a local folder)", markdown)
+    return RUN_ID.sub("·", markdown)  # a run's id names a cache folder of that machine
 
 
 def _demoted(markdown: str, levels: int = 2) -> str:
@@ -580,6 +670,7 @@ def add_substitutions(app: Sphinx, config) -> None:
     verdicts, study_problems = study_substitutions(app.srcdir)
     subs.update(verdicts)
     problems += study_problems
+    subs.update(verdict_substitutions(app.srcdir))
     for problem in problems:
         logger.warning(f"maskad_book: {problem}")
     subs["edition_status"] = edition_status(app, config)

@@ -9,9 +9,12 @@ import textwrap
 from pathlib import Path
 
 from maskad_core.data.paths import writable_dir
+from maskad_core.evaluation.outputs import check_output_folder, output_lock, write_manifest
 from maskad_core.evaluation.run_record import EVAL_FIELDS
+from maskad_core.training.runtime import select_device
 
 EXIT_SKIPPED = 1  # maskad score: some images could not be read (the rest were scored)
+EVALUATE_FILES = ("table.csv", "metrics.json", "scores.csv")
 
 
 def _wrap(text: str) -> str:
@@ -36,7 +39,8 @@ def register_evaluate(subparsers, formatter) -> None:
     parser.add_argument("--data", metavar="ROOT", default=None,
                         help="data folder to evaluate on; None: the data the run was trained on")
     parser.add_argument("--out", metavar="DIR", default=None,
-                        help="where to write table.csv, metrics.json, scores.csv; None: RUN/evaluate")
+                        help="where to write table.csv, metrics.json, scores.csv: a new or empty "
+                             "folder, or a previous evaluation; None: RUN/evaluate")
     parser.add_argument("--device", default=None, help="device; None: the run's setting")
     parser.add_argument("--partial", action="store_true",
                         help="allow an unfinished run: score its last checkpoint (the output says "
@@ -59,23 +63,36 @@ def cmd_evaluate(args) -> int:
     run = runs.load_run(args.run)
     require_finished(run, args.partial)  # before any work
     data = _data_folder(args.data)
+    if args.device is not None:
+        select_device(args.device)
+    default = run.path / "evaluate"
+    target = Path(args.out).expanduser() if args.out else default
+    mine = target.resolve() == default.resolve()
+    check_output_folder(target, "evaluate", own=EVALUATE_FILES if mine else (), allowed_in_run=default)
     hint = "name another folder with --out" if args.out is None else "choose another --out"
-    out = writable_dir(Path(args.out) if args.out else run.path / "evaluate",
-                       "the evaluation's output folder", hint)
-    metrics, scores = evaluate_run(run, data, device=args.device, quiet=args.quiet,
-                                   overrides=args.overrides, partial=args.partial,
-                                   refit_statistics=args.refit_statistics)
-    table = metrics_table(metrics)
-    runs.atomic_write_text(out / "table.csv", table.to_csv())
-    runs.write_json(out / "metrics.json", metrics)
-    runs.write_csv(out / "scores.csv", scores)
-    print(format_table(table))
+    out = writable_dir(target, "the evaluation's output folder", hint)
+    with output_lock(out, "evaluate"):
+        metrics, scores = evaluate_run(run, data, device=args.device, quiet=args.quiet,
+                                       overrides=args.overrides, partial=args.partial,
+                                       refit_statistics=args.refit_statistics)
+        write_manifest(out, "evaluate", EVALUATE_FILES)
+        _write_evaluation(out, metrics, scores)
+    print(format_table(metrics_table(metrics)))
     if metrics["partial"]:
         print(f"{metrics['partial']}: the run has not finished training")
     where = f" on {data}" if data is not None else ""
     print(f"map statistics{where}: {metrics['evaluation']['map_statistics']}")
     print(f"written: {out / 'table.csv'}")
     return 0
+
+
+def _write_evaluation(out: Path, metrics: dict, scores) -> None:
+    from maskad_core.evaluation.results import metrics_table
+    from maskad_core.training import runs
+
+    runs.atomic_write_text(out / "table.csv", metrics_table(metrics).to_csv())
+    runs.write_json(out / "metrics.json", metrics)
+    runs.write_csv(out / "scores.csv", scores)
 
 
 # ------------------------------------------------------------------ score
@@ -91,7 +108,8 @@ def register_score(subparsers, formatter) -> None:
     parser.add_argument("inputs", metavar="IMAGE_OR_FOLDER", nargs="+",
                         help="image files, or folders searched recursively")
     parser.add_argument("--out", metavar="DIR", required=True,
-                        help="output folder: new, empty, or a previous scoring (replaced)")
+                        help="output folder: new, empty, or a previous scoring (replaced); never "
+                             "a folder holding other files, an input, or a run folder")
     parser.add_argument("--category", default=None,
                         help="the images' category, for a run trained on several whose maps are "
                              "standardised per pixel (map_standardization=per_pixel)")
@@ -99,6 +117,7 @@ def register_score(subparsers, formatter) -> None:
     parser.add_argument("--partial", action="store_true",
                         help="allow an unfinished run: score with its last checkpoint")
     parser.add_argument("--device", default=None, help="device; None: the run's setting")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=cmd_score)
 
 
@@ -106,7 +125,8 @@ def cmd_score(args) -> int:
     from maskad_core.evaluation.new_images import score_images
 
     result = score_images(args.run, args.inputs, args.out, category=args.category,
-                          device=args.device, heatmaps=not args.no_heatmaps, partial=args.partial)
+                          device=args.device, heatmaps=not args.no_heatmaps, partial=args.partial,
+                          quiet=args.quiet)
     note = f" ({result.note})" if result.note else ""
     print(f"scored {len(result.scores)} image(s){note}: {Path(args.out) / 'scores.csv'}")
     if result.skipped:
@@ -192,8 +212,11 @@ def cmd_baseline(args) -> int:
 
     data = _data_folder(args.data)
     settings, detector = baseline_settings(args.method, args.overrides)
-    if args.json:
-        writable_dir(Path(args.json).expanduser().parent, "--json's folder", "choose another --json")
+    if args.json:  # checked before the fitting, which may take minutes
+        target = Path(args.json).expanduser()
+        if target.is_dir():
+            raise ValueError(f"--json {args.json} is a folder; name a file, e.g. {target / 'baseline.json'}")
+        writable_dir(target.parent, "--json's folder", "choose another --json")
     categories = None
     if args.categories is not None:
         categories = [c.strip() for c in args.categories.split(",") if c.strip()]

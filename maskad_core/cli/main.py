@@ -1,31 +1,41 @@
 """The ``maskad`` command line: train, evaluate, score, baseline, data synth, study, bench.
 
 Each subcommand is one ``register_<name>(subparsers)`` function that adds its parser and sets
-``func``; to add a command write such a function in your module and append it to ``SUBCOMMANDS``
-below. ``maskad bench`` is the exception: the benchmark is a program beside the package
+``func``; to add a command write such a function in your module and name it in ``COMMANDS`` below,
+with the line ``maskad --help`` shows for it. Only the command being run is registered in full
+(its module imported), so ``maskad --help`` imports no torch. ``maskad bench`` is the exception: the benchmark is a program beside the package
 (``python -m bench`` in the source tree), which the package never imports; :func:`main` hands it
 its arguments unparsed.  Errors a user can fix (bad argument, unknown category or
-key, missing run or data) print one line ``maskad: error: ...`` on stderr and exit with status 2.
+key, missing run or data) print one line ``maskad: error: ...`` on stderr and exit with status 2
+(``EXIT_STATUSES``).
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
-from functools import partial
+from importlib import import_module
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from maskad_core.cli.evaluate import register_baseline, register_evaluate, register_score
 from maskad_core.data.paths import SOURCE_ROOT
-from maskad_core.study.runner import register_study
-from maskad_core.training import threads
-from maskad_core.training.config import TrainConfig, field_defaults
+from maskad_core.training import threads  # torch-free: torch is imported when threads are set
+
+if TYPE_CHECKING:  # imported for the annotation only: the config module imports torch
+    from maskad_core.training.config import TrainConfig
 
 EXIT_USAGE = 2
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process the signal ended
+EXIT_STATUSES = ("exit status: 0 done; 1 maskad score could not read some images (the rest are "
+                 "scored, the others listed in skipped.csv); 2 a user error, one line on stderr "
+                 "('maskad: error: ...'), nothing written; 130 interrupted (Ctrl-C); 143 terminated "
+                 "(SIGTERM); partial outputs are removed in both cases")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,6 +65,8 @@ class LaunchError(RuntimeError):
 
 
 def _config_epilog() -> str:
+    from maskad_core.training.config import field_defaults
+
     lines = ["configuration keys (override with key=value; lists comma-separated, none for empty):"]
     for key, value in field_defaults().items():
         shown = ",".join(value) if isinstance(value, list) else value
@@ -69,7 +81,7 @@ def register_train(subparsers) -> None:
         description=_wrap("Train the masked autoencoder on every given category at once, evaluate it on "
                     "the test split and write a run folder. The same configuration again re-uses "
                     "the finished run; an unfinished one is resumed."),
-        epilog=_config_epilog(), formatter_class=_Formatter)
+        epilog=_config_epilog(), formatter_class=_Formatter)  # imports torch: train's parser only
     parser.add_argument("--data", metavar="ROOT", default=None,
                         help="MVTec AD-layout data folder; None: the embedded synthetic set")
     parser.add_argument("--categories", default=None,
@@ -89,7 +101,10 @@ def register_train(subparsers) -> None:
     parser.set_defaults(func=cmd_train)
 
 
-def config_from_args(args) -> TrainConfig:
+def config_from_args(args):
+    """The TrainConfig of ``maskad train``'s arguments, validated."""
+    from maskad_core.training.config import TrainConfig
+
     config = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
     extra = {}
     if args.data is not None:
@@ -203,28 +218,56 @@ def run_bench(arguments: list[str]) -> int:
 
 
 # ------------------------------------------------------------------ entry point
-SUBCOMMANDS = [register_train, partial(register_evaluate, formatter=_Formatter),
-               partial(register_score, formatter=_Formatter),
-               partial(register_baseline, formatter=_Formatter), register_data, register_study,
-               register_bench]
+# command: (its line in `maskad --help`, "module:function" that registers it in full)
+COMMANDS = {
+    "train": ("train one model on the given categories (multi-class), then evaluate it",
+              "maskad_core.cli.main:register_train"),
+    "evaluate": ("evaluate a run: per-category metrics table with a mean row",
+                 "maskad_core.cli.evaluate:register_evaluate"),
+    "score": ("score new images with a run's model; heat maps and a CSV",
+              "maskad_core.cli.evaluate:register_score"),
+    "baseline": ("training-free detectors (the floors and the confound probes)",
+                 "maskad_core.cli.evaluate:register_baseline"),
+    "data": ("data sets: write the synthetic set", "maskad_core.cli.main:register_data"),
+    "study": ("run the seven notebooks with a profile's parameters, then build the book",
+              "maskad_core.study.runner:register_study"),
+    "bench": ("the performance benchmark: python -m bench ARGS (see --help)",
+              "maskad_core.cli.main:register_bench"),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _register(name: str, subparsers) -> None:
+    module, function = COMMANDS[name][1].split(":")
+    register = getattr(import_module(module), function)
+    if "formatter" in inspect.signature(register).parameters:
+        register(subparsers, formatter=_Formatter)
+    else:
+        register(subparsers)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``maskad`` parser: every command in full (None), or ``command`` in full and the others
+    as their one line of help (what parsing one command line needs; "" for none in full)."""
     parser = _Parser(prog="maskad", formatter_class=_Formatter,
                      description=_wrap("Improved masked autoencoder (complementary masking) for multi-class "
-                                 "industrial image anomaly detection."))
+                                       "industrial image anomaly detection."),
+                     epilog=_wrap(EXIT_STATUSES))
     threads.add_argument(parser)  # maskad --threads N COMMAND ...
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
                                        parser_class=_Parser)
-    for register in SUBCOMMANDS:
-        register(subparsers)
+    for name, (summary, _) in COMMANDS.items():
+        if command is None or name == command:
+            _register(name, subparsers)
+        elif name != "bench" or (SOURCE_ROOT / "bench" / "__main__.py").is_file():
+            subparsers.add_parser(name, help=summary, add_help=False)
     return parser
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """Parse, letting key=value overrides sit anywhere among the options (argparse alone takes
     positionals only in one run)."""
-    parser = build_parser()
+    # the command is the first word that names one (maskad --threads N COMMAND ...)
+    parser = build_parser(next((a for a in argv if a in COMMANDS), ""))
     args, extra = parser.parse_known_args(argv)
     stray = [a for a in extra if a.startswith("-") or "=" not in a or not hasattr(args, "overrides")]
     if stray:
@@ -244,14 +287,25 @@ def _user_errors() -> tuple[type[BaseException], ...]:
             RunLockedError, TrainingDivergedError, LPIPSUnavailableError, LaunchError)
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: raised where the program is, so that its clean-ups (partial outputs) run."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    previous = _catch_sigterm()
     try:
         if argv[:1] == ["bench"]:
             return run_bench(argv[1:])
         args = parse_args(argv)
         threads.apply_argument(args)
         return int(args.func(args) or 0)
+    except SystemExit:  # --help: before the clause below, whose look-up imports torch
+        raise
     except _user_errors() as error:
         message = " ".join(str(error).split()) or type(error).__name__
         print(f"maskad: error: {message}", file=sys.stderr)
@@ -264,6 +318,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("maskad: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("maskad: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _catch_sigterm():
+    """Turn SIGTERM into Terminated while main runs (the main thread only can); the previous handler."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _terminate)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,13 @@ class Placement:
         return 1.0 - self.width * self.height / self.size ** 2
 
 
+def valid_pixels(place: Placement) -> torch.Tensor:
+    """(size, size) boolean: True where the image lies, False on the padding."""
+    valid = torch.zeros(place.size, place.size, dtype=torch.bool)
+    valid[place.top:place.top + place.height, place.left:place.left + place.width] = True
+    return valid
+
+
 def check_rule(rule: str) -> str:
     """``rule`` when it is one of NON_SQUARE_RULES; otherwise ValueError naming them."""
     if rule not in NON_SQUARE_RULES:
@@ -71,10 +78,14 @@ def placement(image_size: tuple[int, int], size: int, rule: str = "squash") -> P
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """Any PIL mode to 8-bit RGB; grayscale is repeated to 3 channels, 16-bit scaled, alpha dropped."""
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+    """Any PIL mode to 8-bit RGB; grayscale is repeated to 3 channels, alpha dropped. Deep modes are
+    scaled by the depth the file declares, never by an image's own values (two frames differing in
+    one pixel stay alike): 16- and 32-bit integers ("I;16*", "I") by 65535, floats ("F") as [0, 1];
+    values beyond are cut."""
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if arr.max() > 255 else 255.0
+        top = 1.0 if img.mode == "F" else 65535.0
+        arr = np.nan_to_num(arr, nan=0.0, posinf=top, neginf=0.0)
         img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
     return img.convert("RGB")
 
@@ -94,7 +105,10 @@ def resize_image(img: Image.Image, size: int, rule: str = "squash") -> torch.Ten
 
 
 def binary_mask(mask: Image.Image) -> Image.Image:
-    """A mask of any mode as an "L" image of 0 and 255 (thresholded at 127)."""
+    """A mask of any mode as an "L" image of 0 and 255 (thresholded at 127; deep modes at 0)."""
+    if mask.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        # a deep mask's depth says nothing of its levels (0/1, 0/255, 0/65535): any nonzero is defective
+        return Image.fromarray(np.where(np.asarray(mask, dtype=np.float64) > 0, 255, 0).astype(np.uint8), "L")
     if mask.mode not in ("L", "1"):
         mask = to_rgb(mask).convert("L")
     return mask.convert("L").point(lambda v: 255 if v > 127 else 0)

@@ -22,7 +22,7 @@ from maskad_core import scoring
 from maskad_core.evaluation.results import score_split
 from maskad_core.masking import make_masks
 from maskad_core.training.config import TrainConfig
-from maskad_core.training.runtime import autocast, derive_seed
+from maskad_core.training.runtime import autocast, derive_seed, show_progress
 from maskad_core.training.splits import data_root_of, dataset_samples, open_dataset
 from maskad_core.training.threads import threads_for
 
@@ -36,14 +36,20 @@ def image_masks(config: TrainConfig, num_patches: int, indices, stream: str = "e
     generator: P = ``test_partitions`` independent draws of the evaluation masking, stacked, so that
     eq. 3 averages every patch over all the views of all draws that masked it. ``stream`` names
     the set the indices count in ("eval": the test split, "fit": the training images of
-    ``fit_map_statistics``), so the two never share draws."""
+    ``fit_map_statistics``), so the two never share draws. An index may be a string, an image's
+    own key (``new_images`` passes its content hash)."""
     generator = torch.Generator()
     out = []
     for index in indices:
-        generator.manual_seed(derive_seed(config.eval_seed, stream, int(index)))
+        generator.manual_seed(derive_seed(config.eval_seed, stream, _mask_key(index)))
         out.append(torch.cat([make_masks(config.eval_masking, num_patches, config.mask_ratio, generator)
                               for _ in range(config.test_partitions)]))
     return torch.stack(out)
+
+
+def _mask_key(index) -> int | str:
+    # an index counts in a split; a string is an image's own key (new_images: its content hash)
+    return index if isinstance(index, str) else int(index)
 
 
 @torch.no_grad()
@@ -96,7 +102,8 @@ def map_test_split(model, config: TrainConfig, test_set, statistics, device, qui
     loader = DataLoader(test_set, batch_size=config.batch_size, shuffle=False,
                         num_workers=config.num_workers)
     maps, masks, eq1, offset = [], [], [], 0
-    for batch in tqdm(loader, desc="evaluate", leave=False, disable=quiet, dynamic_ncols=True):
+    for batch in tqdm(loader, desc="evaluate", leave=False, disable=not show_progress(quiet),
+                      dynamic_ncols=True):
         count = batch["image"].shape[0]
         recon, batch_maps = reconstruct_and_map(model, config, batch["image"],
                                                 range(offset, offset + count), device)

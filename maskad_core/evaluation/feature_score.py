@@ -64,14 +64,18 @@ def _bank(tokens: torch.Tensor, max_bank: int, seed: int) -> torch.Tensor:
     return flat[keep]
 
 
-def evaluate_feature_nn(run, *, max_bank: int = DEFAULT_MAX_BANK, quiet: bool = True):
+def evaluate_feature_nn(run, *, max_bank: int = DEFAULT_MAX_BANK, quiet: bool = True,
+                        epoch: int | None = None, test_root: str | None = None):
     """(evaluation dict in the shape of ``evaluate.evaluate_model``'s, scores frame) of a finished
-    run's encoder-token nearest-neighbour score on its own test split (CPU)."""
+    run's encoder-token nearest-neighbour score on its own test split (CPU); ``epoch`` scores the
+    weights kept after that epoch, ``test_root`` the test split of another data root (the memory
+    bank stays the run's own training images)."""
     config = run.config
-    model = run.load_model("cpu")
+    model = run.load_model("cpu", epoch=epoch)
     started = time.perf_counter()
     train_tokens, train_categories, _ = split_features(model, config, "train", "fit")
-    test_tokens, test_categories, test_set = split_features(model, config, "test", "eval")
+    test_config = config if test_root is None else TrainConfig(**{**config.to_dict(), "data_root": str(test_root)})
+    test_tokens, test_categories, test_set = split_features(model, test_config, "test", "eval")
     grid = config.image_size // config.patch_size
     patch_scores = torch.empty(test_tokens.shape[:2])
     for category in dict.fromkeys(test_categories):

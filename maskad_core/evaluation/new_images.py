@@ -1,28 +1,39 @@
 """Scoring new images with a finished run: ``scores.csv`` and a heat map per image.
 
 The run's saved map statistics are used (``run_record``), so its training images need not be on
-disk. Every readable image is scored; an unreadable one is listed with its reason in
-``skipped.csv`` and the result. The output is assembled in a temporary folder beside ``out`` and
-moved into place only when complete, so ``out`` never mixes a new scoring with an older one.
+disk. Every readable image is scored, its mask draws seeded by its content; an unreadable one (or a
+broken link) is listed with its reason in ``skipped.csv`` and the result. ``out`` is checked
+before any work (``outputs``); the output is assembled in a folder beside it and moved into place
+only when complete, so ``out`` never mixes a new scoring with an older one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import torch
+from PIL import Image
+from tqdm import tqdm
 
 from maskad_core import scoring
+from maskad_core.data.geometry import placement, valid_pixels
 from maskad_core.data.mvtec import DataError, _is_sample_file, read_image
 from maskad_core.evaluation.evaluate import reconstruct_and_map
+from maskad_core.evaluation.outputs import (
+    check_output_folder,
+    is_output_folder,
+    make_folder_beside,
+    output_lock,
+    write_manifest,
+)
 from maskad_core.evaluation.run_record import require_finished, run_statistics
 from maskad_core.training.runs import Run, load_run, write_csv
-from maskad_core.training.runtime import select_device
+from maskad_core.training.runtime import select_device, show_progress
 from maskad_core.training.splits import image_options
 from maskad_core.training.threads import threads_for
 
@@ -40,37 +51,51 @@ class ScoredImages:
     note: str = ""
 
 
-def find_images(inputs) -> list[Path]:
-    """Image files named, or found (recursively, sorted) in folders named; masks and hidden files skipped."""
+def find_images(inputs, exclude: Path | None = None) -> tuple[list[Path], list[tuple[str, str]]]:
+    """(image files named, or found recursively and sorted in folders named; masks and hidden
+    files skipped, and so are ``exclude`` and every maskad output folder inside the inputs,
+    (path, reason) of each broken symbolic link found)."""
     found: list[Path] = []
+    broken: list[tuple[str, str]] = []
+    skip = exclude.resolve() if exclude is not None else None
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if _is_sample_file(p)))
+            for file in _walk(path, skip):
+                if file.is_symlink() and not file.exists():
+                    broken.append((str(file), f"broken symbolic link (to {os.readlink(file)})"))
+                elif _is_sample_file(file):
+                    found.append(file)
         elif path.is_file():
             found.append(path)
+        elif path.is_symlink():
+            broken.append((str(path), f"broken symbolic link (to {os.readlink(path)})"))
         else:
             raise FileNotFoundError(f"no such image or folder: {path}")
-    if not found:
+    if not found and not broken:
         raise DataError(f"no images found in {', '.join(map(str, inputs))}")
-    return found
+    return found, broken
 
 
-def _is_previous_output(folder: Path) -> bool:
-    names = [p.name for p in folder.iterdir()]
-    return SCORES_CSV in names and all(n.endswith((".png", ".csv")) for n in names)
+def _walk(folder: Path, skip: Path | None) -> list[Path]:
+    """Files under ``folder``, sorted, not entering ``skip`` or maskad's own output folders (a
+    scoring written inside its input folder is not scored as input the next time)."""
+    files: list[Path] = []
+    for entry in sorted(folder.iterdir()):
+        if entry.is_dir() and not entry.is_symlink():
+            if (skip is not None and entry.resolve() == skip) or is_output_folder(entry):
+                continue
+            files.extend(_walk(entry, skip))
+        else:
+            files.append(entry)
+    return files
 
 
-def check_output(out: str | Path) -> Path:
-    """``out`` as a Path, after checking that scoring can replace it: a new folder, an empty one or
-    a previous ``maskad score`` output (scores.csv and heat maps), in a writable parent."""
-    out = Path(out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is an existing file; name a folder")
-    if out.is_dir() and any(out.iterdir()) and not _is_previous_output(out):
-        example = next(p.name for p in out.iterdir())
-        raise ValueError(f"--out {out} holds files that are not a previous scoring (e.g. {example}); "
-                         "name a new or empty folder")
+def check_output(out: str | Path, inputs=()) -> Path:
+    """``out`` as a Path, after checking that scoring can replace it (outputs.check_output_folder:
+    new, empty or a previous ``maskad score`` output, not an input, not a run folder) in a
+    writable parent."""
+    out = check_output_folder(out, "score", inputs=inputs)
     parent = out.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -81,12 +106,34 @@ def check_output(out: str | Path) -> Path:
     return out
 
 
+def image_key(path: Path) -> str:
+    """What an image's mask draws are seeded by: its content (sha256 of the file), so the same
+    image scores the same wherever it sits in the input list and whatever it is called."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_image_valid(path: Path, image_size: int, non_square: str = "squash",
+                     image_standardization: str = "none") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The image as ``read_image`` gives it, and where it lies on the canvas: a (size, size)
+    boolean of its pixels under non_square=pad (None when nothing is padding)."""
+    image = read_image(path, image_size, non_square, image_standardization)
+    with Image.open(path) as header:  # read_image has decoded it: the size alone is read here
+        place = placement(header.size, int(image_size), non_square)
+    return image, valid_pixels(place) if place.padded else None
+
+
 def _read_all(paths: list[Path], image_size: int, **read_options):
-    """(index in ``paths``, path, image) of every readable image, and (path, reason) of the rest."""
+    """(content key, path, image, valid-pixel mask or None) of every readable image, and
+    (path, reason) of the rest."""
     readable, skipped = [], []
-    for index, path in enumerate(paths):
+    for path in paths:
         try:
-            readable.append((index, path, read_image(path, image_size, **read_options)))
+            image, valid = read_image_valid(path, image_size, **read_options)
+            readable.append((image_key(path), path, image, valid))
         except (DataError, OSError, ValueError) as error:
             skipped.append((str(path), " ".join(str(error).split()) or type(error).__name__))
     return readable, skipped
@@ -109,64 +156,75 @@ def _categories_check(statistics, category: str | None) -> str | None:
 def score_images(run, inputs, out: str | Path, *, category: str | None = None, device=None,
                  heatmaps: bool = True, partial: bool = False, quiet: bool = True) -> ScoredImages:
     """Score new images with a run's model: writes ``out/scores.csv`` (every reduction and eq. 1)
-    and, per image, ``out/<index>_<name>.png`` (image, reconstruction, anomaly map). When the run's
-    maps are standardised per pixel, the images are measured against ``category``'s statistics
-    (needed when the run was trained on more than one category)."""
+    and, per image, ``out/<index>_<name>.png`` (image, reconstruction, anomaly map). Each image's
+    mask draws are seeded by its content (``image_key``), so its scores depend on the image alone.
+    Under non_square=pad the padding is left out of every score. When the run's maps are
+    standardised per pixel, the images are measured against ``category``'s statistics (needed when
+    the run was trained on more than one category)."""
     run = run if isinstance(run, Run) else load_run(run)
     note = require_finished(run, partial)
-    out = check_output(out)
-    paths = find_images(inputs)
+    out = check_output(out, inputs)
     config = run.config
-    device = torch.device(device) if device is not None else select_device(config.device)
+    device = select_device(str(device) if device is not None else config.device)
+    paths, broken = find_images(inputs, exclude=out)
     # one image: one thread, never slower than one (bench/results/threads.md)
-    with threads_for("score-one" if len(paths) <= 1 else "score-batch", device=device):
-        return _score_and_write(run, config, paths, out, category, device, heatmaps, note)
-
-
-def _score_and_write(run, config, paths, out, category, device, heatmaps, note) -> ScoredImages:
-    model = run.load_model(device)
-    statistics, _ = run_statistics(run, config, model, device, final_weights=not note)
-    category = _categories_check(statistics, category)
-    readable, skipped = _read_all(paths, config.image_size, **image_options(config))
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        rows = _score_batches(model, config, readable, statistics, category, device,
-                              (staging, out) if heatmaps else None, note)
-        frame = pd.DataFrame(rows, columns=["path", *(f"score_{r}" for r in scoring.REDUCTIONS),
-                                            "score_eq1", *(["heatmap"] if heatmaps else [])])
-        write_csv(staging / SCORES_CSV, frame)
-        if skipped:
-            write_csv(staging / SKIPPED_CSV, pd.DataFrame(skipped, columns=["path", "reason"]))
-        _replace_folder(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    threads = threads_for("score-one" if len(paths) <= 1 else "score-batch", device=device)
+    with output_lock(out, "score"), threads:
+        model = run.load_model(device)
+        statistics, _ = run_statistics(run, config, model, device, final_weights=not note)
+        category = _categories_check(statistics, category)
+        readable, skipped = _read_all(paths, config.image_size, **image_options(config))
+        skipped = broken + skipped
+        staging = make_folder_beside(out, "partial")
+        try:
+            rows = _score_batches(model, config, readable, statistics, category, device,
+                                  (staging, out) if heatmaps else None, note, quiet)
+            frame = pd.DataFrame(rows, columns=["path", *(f"score_{r}" for r in scoring.REDUCTIONS),
+                                                "score_eq1", *(["heatmap"] if heatmaps else [])])
+            written = [SCORES_CSV, *([SKIPPED_CSV] if skipped else []),
+                       *(Path(r["heatmap"]).name for r in rows if heatmaps)]
+            write_manifest(staging, "score", written)
+            write_csv(staging / SCORES_CSV, frame)
+            if skipped:
+                write_csv(staging / SKIPPED_CSV, pd.DataFrame(skipped, columns=["path", "reason"]))
+            _replace_folder(staging, out)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return ScoredImages(frame, skipped, note)
 
 
 @torch.no_grad()
 def _score_batches(model, config, readable, statistics, category, device,
-                   heatmap_folders: tuple[Path, Path] | None, note: str) -> list[dict]:
+                   heatmap_folders: tuple[Path, Path] | None, note: str, quiet: bool = True) -> list[dict]:
     """Rows of scores; heat maps written into the first folder, named as in the second (final)."""
     rows = []
+    bar = tqdm(total=len(readable), desc="score", unit="image", leave=False,
+               disable=not show_progress(quiet), dynamic_ncols=True)
     for start in range(0, len(readable), config.batch_size):
         chunk = readable[start:start + config.batch_size]
-        images = torch.stack([image for _, _, image in chunk])
-        recon, maps = reconstruct_and_map(model, config, images, [i for i, _, _ in chunk], device)
+        images = torch.stack([image for _, _, image, _ in chunk])
+        recon, maps = reconstruct_and_map(model, config, images, [key for key, _, _, _ in chunk],
+                                          device, stream="score")
         if statistics is not None:
             maps = statistics.standardize(maps, [category] * len(chunk))
-        scores = {f"score_{r}": scoring.image_score(maps, r, config.topk_fraction)
+        valid = torch.stack([v if v is not None else torch.ones(maps.shape[1:], dtype=torch.bool)
+                             for _, _, _, v in chunk])
+        scores = {f"score_{r}": scoring.image_score(maps, r, config.topk_fraction, valid=valid)
                   for r in scoring.REDUCTIONS}
         scores["score_eq1"] = scoring.eq1_score(images, recon)
-        for row, (index, path, image) in enumerate(chunk):
+        for row, (_, path, image, _) in enumerate(chunk):
             record = {"path": str(path), **{k: float(v[row]) for k, v in scores.items()}}
             if heatmap_folders is not None:
-                name = f"{index:04d}_{path.stem}.png"
+                name = f"{start + row:04d}_{path.stem}.png"
                 picture = heatmap_folders[0] / name
                 title = f"{path.name}  score={record[f'score_{config.score_reduction}']:.5f}"
-                save_heatmap(picture, image, recon[row], maps[row],
+                shown = maps[row].masked_fill(~valid[row], float(maps[row][valid[row]].min()))
+                save_heatmap(picture, image, recon[row], shown,
                              title=f"{title}  ({note})" if note else title)
                 record["heatmap"] = str(heatmap_folders[1] / name)
             rows.append(record)
+        bar.update(len(chunk))
+    bar.close()
     return rows
 
 
@@ -175,14 +233,15 @@ def _replace_folder(new: Path, out: Path) -> None:
     if not out.exists():
         os.replace(new, out)
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    old = make_folder_beside(out, "old")
     os.replace(out, old / out.name)
     try:
         os.replace(new, out)
     except OSError:
         os.replace(old / out.name, out)  # put the old output back, whole
         raise
-    shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def save_heatmap(path: Path, image: torch.Tensor, recon: torch.Tensor, amap: torch.Tensor,

@@ -112,7 +112,7 @@ def finish(run: Run, device=None, quiet: bool = True) -> dict:
     """Evaluate a trained run with its own configuration: fit and save the map statistics, score
     the test split, write the record (see module doc); return the metrics."""
     config = run.config
-    device = torch.device(device) if device is not None else select_device(config.device)
+    device = select_device(str(device) if device is not None else config.device)
     model = run.load_model(device)
     statistics = None
     if scoring.standardizes(config.map_standardization):
@@ -201,7 +201,7 @@ def evaluate_run(run, data_root: str | Path | None = None, *, device=None, quiet
     run = run if isinstance(run, Run) else load_run(run)
     note = require_finished(run, partial) if epoch is None else ""
     config = scoring_config(run, overrides)
-    device = torch.device(device) if device is not None else select_device(config.device)
+    device = select_device(str(device) if device is not None else config.device)
     model = run.load_model(device, epoch=epoch)
     statistics, origin = run_statistics(run, config, model, device, data_root=data_root,
                                         refit=refit_statistics,

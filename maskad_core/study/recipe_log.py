@@ -10,6 +10,7 @@ every number the book shows about the recipe comes from a measurement.
 from __future__ import annotations
 
 import json
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -164,6 +165,12 @@ def measured_line(profile: dict) -> str:
             f"load {profile['load_before']:.1f} before, {profile['load_after']:.1f} after.")
 
 
+def _without_paths(text: str) -> str:
+    """A recorded provenance line without the folders it names ("MVTec AD at /data/x (2 of ...)"):
+    the records keep them, the book names data sets, not the building machine's paths."""
+    return re.sub(r" at (?:/|~)[^\s;,():]*", "", text)
+
+
 def provenance(quality: dict | None, profile: str) -> str:
     """One line for the chapter that shows recorded measurements instead of its profile's runs."""
     parts = ["recorded measurements, not runs of this book's profile",
@@ -172,7 +179,7 @@ def provenance(quality: dict | None, profile: str) -> str:
     if quality is not None:
         parts += [f"quality benchmark, profile {p['profile']}: measured {p['date']} on "
                   f"{p['machine']['cpu']} ({p['machine']['cores']} cores, {p['machine']['threads']} "
-                  f"torch threads); {p['provenance']}" for p in quality["profiles"]
+                  f"torch threads); {_without_paths(p['provenance'])}" for p in quality["profiles"]
                   if "provenance" in p]
     parts.append(f"profile {profile!r}")
     return "; ".join(parts)

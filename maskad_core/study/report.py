@@ -72,7 +72,8 @@ def has_mvtec(config: TrainConfig) -> bool:
 
 
 def data_description(config: TrainConfig) -> str:
-    """The data set in one phrase, saying plainly whether it is synthetic, MVTec AD or other data."""
+    """The data set in one phrase, saying plainly whether it is synthetic, MVTec AD or other data;
+    named, never by the folder it was read from (that is the building machine's, not the reader's)."""
     root = data_root_of(config)
     names = config.categories or available_categories(root)
     mvtec = mvtec_categories(config)
@@ -80,14 +81,14 @@ def data_description(config: TrainConfig) -> str:
     if config.data_root is None:
         kind = "the embedded synthetic set (generated images, not MVTec AD)"
     elif is_synthetic(config):
-        kind = f"a synthetic set at {root} (generated images, not MVTec AD)"
+        kind = "a synthetic set (generated images, not MVTec AD)"
     elif mvtec and not others:
-        kind = f"MVTec AD at {root} ({len(names)} of its 15 categories, official test split)"
+        kind = f"MVTec AD ({len(names)} of its 15 categories, official test split)"
     elif mvtec:
-        kind = (f"real images at {root}: MVTec AD {', '.join(mvtec)} (official test split) and "
+        kind = (f"real images: MVTec AD {', '.join(mvtec)} (official test split) and "
                 f"{', '.join(others)} (not MVTec AD: outside the paper's Table 1)")
     else:
-        kind = f"a data set in MVTec AD's layout at {root} (not MVTec AD)"
+        kind = "a data set in MVTec AD's layout (not MVTec AD)"
     return f"{kind}; {len(names)} categories: {', '.join(names)}"
 
 
@@ -99,6 +100,16 @@ def data_label(config: TrainConfig) -> str:
     if is_mvtec(config):
         return "MVTec AD"
     return "MVTec AD and other real data" if has_mvtec(config) else "user data, not MVTec AD"
+
+
+def lpips_words(active: bool, reason: str) -> str:
+    """Whether the loss had its LPIPS term, in words for a reader (the loader's raw error names
+    cache folders and environment variables of the machine that trained)."""
+    if active:
+        return "LPIPS on, as in eq. 4"
+    if "lpips='off'" in reason or "switched off" in reason:
+        return "LPIPS off by the setting lpips='off'; departs from eq. 4"
+    return "LPIPS off: its AlexNet weights were not available; departs from eq. 4"
 
 
 def model_description(config: TrainConfig) -> str:

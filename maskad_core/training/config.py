@@ -53,6 +53,10 @@ SCORING_FIELDS = ("anomaly_map", "map_standardization", "smooth_sigma", "score_r
 _INFINITY = float("inf")  # validate refuses every non-finite float setting (nan, inf, -inf)
 
 
+# The largest image side a run may ask for: larger ones would die of memory, not of a clear error.
+MAX_IMAGE_SIZE = 2048
+
+
 @dataclass
 class TrainConfig:
     """One training run and its evaluation.  Every field is a plain value (YAML-friendly)."""
@@ -145,6 +149,7 @@ class TrainConfig:
         for name in ("max_train_images_per_category", "max_test_images_per_category"):
             if getattr(self, name) is not None:
                 positive(name)
+        _check_limits(self)
         if self.image_size % self.patch_size:
             raise ValueError(
                 f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
@@ -167,8 +172,6 @@ class TrainConfig:
         for name in ("adam_beta1", "adam_beta2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.topk_fraction > 1:
-            raise ValueError(f"topk_fraction must be in (0, 1], got {self.topk_fraction}")
         _choice("lpips", self.lpips, LPIPS_MODES)
         _choice("input_norm", self.input_norm, tuple(INPUT_NORMS))
         _choice("anomaly_map", self.anomaly_map, ANOMALY_MAP_KINDS)
@@ -288,6 +291,18 @@ def _split_list(text: str) -> list[str]:
     each verbatim (quotes removed): category names such as ``01`` stay text."""
     items = split_list(text)
     return [unquote(item) for item in (items if items is not None else [text])]
+
+
+def _check_limits(config: TrainConfig) -> None:
+    """The stated upper limits: the image side, the seeds' range, topk_fraction's 1."""
+    if config.topk_fraction > 1:
+        raise ValueError(f"topk_fraction must be in (0, 1], got {config.topk_fraction}")
+    if config.image_size > MAX_IMAGE_SIZE:
+        raise ValueError(f"image_size must be at most {MAX_IMAGE_SIZE} pixels (memory grows with "
+                         f"its square; MVTec AD's largest images are 1024), got {config.image_size}")
+    for name in ("seed", "eval_seed"):
+        if not 0 <= getattr(config, name) < 2 ** 63:
+            raise ValueError(f"{name} must be an integer in [0, 2**63), got {getattr(config, name)}")
 
 
 def _coerce(key: str, value):

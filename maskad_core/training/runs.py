@@ -27,6 +27,7 @@ Files are written atomically (``atomic_*``) with the permissions the user's umas
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -44,6 +45,7 @@ import torch
 from maskad_core.data.paths import runs_dir, writable_dir
 from maskad_core.model import build_model
 from maskad_core.training.config import TrainConfig
+from maskad_core.training.json_safe import json_safe
 from maskad_core.training.splits import data_fingerprint
 
 RUN_ID_LENGTH = 12
@@ -202,14 +204,24 @@ class Run:
                 raise FileNotFoundError(f"run {self.path} kept no weights for epoch {epoch}; "
                                         f"it has epochs {self.snapshots() or 'none'}")
             state = load_checkpoint_file(path)
-        model.load_state_dict(state)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as error:  # config.yaml's widths edited by hand: the weights do not fit
+            first = next((line.strip() for line in str(error).splitlines() if "size mismatch" in line
+                          or "Missing key" in line or "Unexpected key" in line), "")
+            raise CheckpointError(f"run {self.path}: its {CONFIG_FILE} does not describe the model in "
+                                  f"its checkpoint ({first[:160]}); restore the {CONFIG_FILE} "
+                                  "training wrote, or train the changed settings as a new run") from None
         return model.to(device).eval()
 
 
 def snapshot_epochs(epochs: int) -> list[int]:
-    """Epochs (counted from 1) after which training keeps a copy of the weights: the first, a
-    quarter, half way and the last, so that notebooks can show reconstructions over training."""
-    return sorted({e for e in (1, round(epochs / 4), round(epochs / 2), epochs) if 1 <= e <= epochs})
+    """Epochs (counted from 1) after which training keeps a copy of the weights: a log-spaced grid
+    (1, 2, 5, 10, 20, 50, ...), a quarter, half way and the last, so that notebooks can show
+    reconstructions over training and a long run yields a curve of what each step of compute buys."""
+    grid = {m * 10 ** k for k in range(len(str(max(epochs, 1)))) for m in (1, 2, 5)}
+    wanted = grid | {round(epochs / 4), round(epochs / 2), epochs}
+    return sorted(e for e in wanted if 1 <= e <= epochs)
 
 
 def write_training_record(path: Path, training: dict, data: dict, history: list[dict]) -> None:
@@ -325,18 +337,28 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_torch_save(obj, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, then rename: never a half-written file."""
+    """torch.save to a temporary file in the same folder, then rename: never a half-written file.
+    torch reports a failed write (a full disk) as RuntimeError: raised here as the OSError it is."""
     tmp = _temporary_beside(path)
     try:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as error:
+            if "write" not in str(error).lower():
+                raise
+            full = shutil.disk_usage(tmp.parent).free < 64 * 2 ** 20
+            raise OSError(errno.ENOSPC if full else errno.EIO,
+                          "No space left on device" if full else "writing failed", str(path)) from None
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
 
 def write_json(path: Path, data: dict) -> None:
-    # NaN stays NaN (Python's json reads it back); values are plain floats, lists and dicts.
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+    # NaN stays NaN (Python's json reads it back; the study's readers take it as a float): writing
+    # null instead (issue 29) waits for those readers to take None
+    text = json.dumps(json_safe(data, keep_nan=True), indent=2, sort_keys=False)
+    atomic_write_text(path, text + "\n")
 
 
 def read_json(path: Path) -> dict:
@@ -347,14 +369,6 @@ def read_json(path: Path) -> dict:
 
 def write_csv(path: Path, frame: pd.DataFrame) -> None:
     atomic_write_text(path, frame.to_csv(index=False))
-
-
-def _json_default(value):
-    if hasattr(value, "item"):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
 # ------------------------------------------------------------------ locking

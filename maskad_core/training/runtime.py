@@ -11,12 +11,19 @@ import hashlib
 import platform
 import random
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from maskad_core.training.config import DEVICES
+
+
+def show_progress(quiet: bool = False) -> bool:
+    """Whether to draw progress bars: not when asked to be quiet, nor when stderr is redirected
+    (a bar's carriage returns would fill a log file)."""
+    return not quiet and sys.stderr.isatty()
 
 
 def select_device(requested: str = "auto", local_rank: int = 0) -> torch.device:

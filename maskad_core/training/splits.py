@@ -102,8 +102,9 @@ def _header_problem(path: Path) -> str | None:
 def data_fingerprint(config: TrainConfig) -> dict:
     """What identifies the data a configuration trains and is tested on, cheaply (no file is
     decoded): every image file under the selected categories' train/, test/ and ground_truth/
-    folders with its size and the sha256 of its bytes. Content, not modification times: a copy
-    of the same images (another disk, a fresh machine) is the same data and keeps its runs.
+    folders with its size and the sha256 of its bytes. Content, not modification times: touching
+    the files changes nothing. (A run's id also hashes ``data_root``'s absolute path, so a copy of
+    the images at another path is another run; see the README's "Runs".)
 
     Returns ``{"digest": sha256 hex, "files": count, "categories": {name: count}, "root": str}``;
     the digest changes when an image is added, removed, renamed or rewritten.

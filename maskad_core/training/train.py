@@ -48,6 +48,7 @@ from maskad_core.training.runtime import (
     seed_everything,
     seed_worker,
     select_device,
+    show_progress,
 )
 from maskad_core.training.splits import (
     check_data,
@@ -200,7 +201,8 @@ class TrainingRun:
             epoch = self.epoch
             self.seed_epoch(epoch)
             bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
-                       disable=self.quiet or not self.dist.is_main, dynamic_ncols=True)
+                       disable=not show_progress(self.quiet) or not self.dist.is_main,
+                       dynamic_ncols=True)
             after_step = (None if callbacks.after_step is None
                           else lambda step, epoch=epoch: callbacks.after_step(epoch, step))
             started = time.perf_counter()

@@ -13,6 +13,8 @@ metrics and tables consume them (``baselines.evaluate_baseline``).
   patch at any position and right-angle orientation: fair to parts that move (screw).
 - "brightness", "contrast" (``Brightness``, ``Contrast``): confound probes, not defect detectors:
   the image's mean or standard deviation of intensity against the normal images'; a constant map.
+- "mean_colour" (``MeanColourError``): confound probe: eq. 1 of a reconstruction that is the image's
+  own mean colour (its variance), what a model that learned only the mean colour scores.
 
 The two pixel detectors compare pixel (x, y) with pixel (x, y): strong where the parts are aligned
 (bottle), weak by construction where they are not (screw). Every detector is declared once, in
@@ -30,7 +32,12 @@ from maskad_core.evaluation.detectors.base import (
     Setting,
     chunk_sizes,
 )
-from maskad_core.evaluation.detectors.global_stats import STAT_STD_FLOOR, Brightness, Contrast
+from maskad_core.evaluation.detectors.global_stats import (
+    STAT_STD_FLOOR,
+    Brightness,
+    Contrast,
+    MeanColourError,
+)
 from maskad_core.evaluation.detectors.patch import DEFAULT_MAX_BANK, PatchNearestNeighbour
 from maskad_core.evaluation.detectors.pixel import STD_FLOOR, PixelGaussian, PixelNearestNeighbour
 
@@ -42,6 +49,7 @@ DETECTORS: dict[str, type[Detector]] = {
     "patch_nn": PatchNearestNeighbour,
     "brightness": Brightness,
     "contrast": Contrast,
+    "mean_colour": MeanColourError,
 }
 METHODS = tuple(DETECTORS)
 # floors localise (a map that varies over the image); probes give one number per image (constant map)
@@ -53,7 +61,7 @@ DEFAULT_SMOOTH_SIGMA = 2.0
 __all__ = [
     "DEFAULT_MAX_BANK", "DEFAULT_MAX_CHUNK_BYTES", "DEFAULT_SMOOTH_SIGMA", "DETECTORS",
     "FLOOR_METHODS", "HEADLINE_METRIC", "METHODS", "PROBE_METHODS", "STAT_STD_FLOOR", "STD_FLOOR",
-    "Brightness", "Contrast", "Detector", "PatchNearestNeighbour", "PixelGaussian",
+    "Brightness", "Contrast", "Detector", "MeanColourError", "PatchNearestNeighbour", "PixelGaussian",
     "PixelNearestNeighbour", "Setting", "chunk_sizes", "detector_class", "detector_settings",
     "make_detector",
 ]

@@ -5,6 +5,11 @@ split (MVTec AD screw: the mean grey level alone reaches image AUROC 1.000) show
 data, which any detector, the masked autoencoder included, may be exploiting instead of the defects.
 ``image_norm.standardize_images`` is the control that removes both statistics.
 
+"mean_colour" asks what is left after the control: it scores an image by eq. 1 of a reconstruction
+that is the image's own mean colour (its variance over pixels), what a model that has learned
+nothing else would score. The control's cut to [0, 1] turns a difference in the tails of the
+images' histograms into one of this variance (bench/results/control_residue.md).
+
 The map is constant: every pixel holds the image's score, so the same smoothing (which leaves a
 constant map unchanged and is skipped), reductions (max, mean and top-k all equal the score) and
 image metrics apply; pixel metrics of a constant map mean nothing.
@@ -73,3 +78,27 @@ class Contrast(_GlobalStatistic):
     @staticmethod
     def statistic(images: Tensor) -> Tensor:
         return images.std(dim=(2, 3), correction=0)
+
+
+class MeanColourError(Detector):
+    """Confound probe, not a defect detector: eq. 1 of a reconstruction that is the image's own
+    mean colour, i.e. the image's variance over pixels averaged over channels. Nothing is fitted:
+    a model that has learned only the mean colour of each image would score exactly this."""
+
+    name = "mean_colour"
+    constant_map = True
+
+    def _fit(self, images: Tensor) -> None:
+        """Nothing to learn (the training images only fix the expected image shape)."""
+
+    def image_scores(self, images: Tensor) -> Tensor:
+        """(B,) the images' variance over pixels, averaged over channels."""
+        return self._scores(self._checked(images))
+
+    @staticmethod
+    def _scores(images: Tensor) -> Tensor:
+        return images.var(dim=(2, 3), correction=0).mean(dim=1)
+
+    def _map(self, images: Tensor) -> Tensor:
+        height, width = images.shape[2:]
+        return self._scores(images)[:, None, None].expand(-1, height, width).contiguous()
