@@ -93,8 +93,9 @@ def _criterion(device: torch.device) -> tuple[torch.nn.Module, dict]:
                          "pytorch-msssim computes it, in torch; checked equal in tests",
                  "lpips": reason})
     criterion = ReconstructionLoss(RECIPE["ssim_weight"], RECIPE["l1_weight"], 0.0, lpips="off")
-    return criterion.to(device), {"loss": "maskad_core.losses.ReconstructionLoss (pytorch-msssim)",
-                                  "lpips": reason}
+    # the library's SSIM needs no pytorch-msssim (its own separable filter, equal to it in tests)
+    return criterion.to(device), {"loss": "maskad_core.losses.ReconstructionLoss (its own SSIM, "
+                                          "equal to pytorch-msssim's)", "lpips": reason}
 
 
 class Run:
