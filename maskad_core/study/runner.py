@@ -56,7 +56,9 @@ EXECUTION_ORDER = (
     "07_making_it_detect",
 )
 #: What the book build needs besides the executed notebooks (owned by the book's authors).
-BOOK_SOURCES = ("_config.yml", "_toc.yml", "references.bib", "book", "bench/results")
+# the method's own files too: chapter 02 shows them with literalinclude
+METHOD_FILES = tuple(f"maskad_core/{name}.py" for name in ("model", "masking", "losses", "scoring", "metrics"))
+BOOK_SOURCES = ("_config.yml", "_toc.yml", "references.bib", "book", "bench/results", *METHOD_FILES)
 NOTEBOOK_SUFFIX = ".md"
 HTML_SUBDIR = Path("_build") / "html"
 
