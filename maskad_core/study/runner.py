@@ -56,9 +56,9 @@ EXECUTION_ORDER = (
     "07_making_it_detect",
 )
 #: What the book build needs besides the executed notebooks (owned by the book's authors).
-# the method's own files too: chapter 02 shows them with literalinclude
-METHOD_FILES = tuple(f"maskad_core/{name}.py" for name in ("model", "masking", "losses", "scoring", "metrics"))
-BOOK_SOURCES = ("_config.yml", "_toc.yml", "references.bib", "book", "bench/results", *METHOD_FILES)
+# the package too, whole: chapter 02 shows the method's files with literalinclude, and a partial
+# maskad_core/ folder in the staged root would shadow the installed package as a namespace package
+BOOK_SOURCES = ("_config.yml", "_toc.yml", "references.bib", "book", "bench/results", "maskad_core")
 NOTEBOOK_SUFFIX = ".md"
 HTML_SUBDIR = Path("_build") / "html"
 
