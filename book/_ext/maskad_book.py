@@ -503,7 +503,17 @@ SUMMARISED_BENCH_TAGS = {
                "training-free detectors and the 2 × 2 of training and test masking), shown in the "
                "chapter on making the model detect and in the {doc}`reproduction_report`.",
     "quality-real-epochs20": "the same record at 20 epochs, set beside it in the "
-                             "{doc}`reproduction_report`."}
+                             "{doc}`reproduction_report`.",
+    "training": "the real profile's training, the code before the speed work against the code now, "
+                "interleaved in one run, and the cost as the work grows (categories, image size, scoring "
+                "batch, memory, the paper's schedule projected on this CPU).",
+    "threads": "one image and a batch scored with one against two torch threads (the cpu and real "
+               "profiles, interleaved): the measurement behind the library's thread choice.",
+    "control_residue": "what the control leaves of the screw confound, measured with no model; shown in "
+                       "{doc}`beyond` and in the {doc}`reproduction_report`.",
+    "curve-real-complementary-seed0": "the long run of the real profile's model with complementary masks, "
+                                      "every kept snapshot scored; shown in the chapter on making the model detect.",
+    "curve-real-random-seed0": "the same long run with random masks; shown beside it."}
 SKIPPED_BENCH_TAGS = {"quick"}  # `python -m bench --quick`: a smoke check, not a measurement
 # records the re-run chapter shows in their own section ({{ budget_results }}), not among the costs
 BUDGET_TAGS = {"budget": "python -m bench.records.budget", "study_budget": "python -m bench.records.study_budget"}
