@@ -20,13 +20,13 @@ def test_the_summary_says_the_shape_when_the_curve_clears_the_detector_and_the_g
     frame = compute_curve.curve_summary(_record("complementary", [0.6, 0.7, 0.8, 0.9], [1, 0.5, 0.4, 0.4]))
     bottle = frame.loc["bottle"]
     assert bottle["shape"] == "still rising"
-    assert bottle["first epoch above the best detector"] == "5"  # 0.8 > nn's 0.75
-    assert bottle["best detector"] == "nn 0.750"
+    assert bottle["first epoch above the best floor"] == "5"  # 0.8 > nn's 0.75
+    assert bottle["best floor"] == "nn 0.750"
     assert bottle["gap to the paper"] == round(0.9 - 0.993, 3)
     kolektor = frame.loc["kolektor_sdd"]
-    assert kolektor["first epoch above the best detector"] == "–" and pd.isna(kolektor["gap to the paper"])
+    assert kolektor["first epoch above the best floor"] == "–" and pd.isna(kolektor["gap to the paper"])
     never = compute_curve.curve_summary(_record("random", [0.6, 0.6, 0.6, 0.6], [1, 1, 1, 1]))
-    assert never.loc["bottle", "first epoch above the best detector"] == "not within the run"
+    assert never.loc["bottle", "first epoch above the best floor"] == "not within the run"
     assert never.loc["bottle", "shape"] == "flat"
 
 
@@ -45,3 +45,13 @@ def test_records_are_found_by_profile_masking_and_seed(tmp_path):
     (tmp_path / "curve-real-random-seed1.json").write_text(json.dumps({"masking": "other"}))
     assert compute_curve.load_curves("real", 0, tmp_path) == {"random": {"masking": "random"}}
     assert compute_curve.load_curves("cpu", 0, tmp_path) == {}
+
+
+def test_the_floors_are_the_detectors_floors_and_probes_never_set_the_bar():
+    from maskad_core.evaluation.detectors import FLOOR_METHODS
+
+    assert compute_curve.FLOORS == FLOOR_METHODS
+    record = _record("complementary", [0.6, 0.7, 0.8, 0.9], [1, 0.5, 0.4, 0.4],
+                     detectors={"nn": {"bottle": {"auroc": 0.75}}, "brightness": {"bottle": {"auroc": 0.99}}})
+    assert compute_curve.best_detector(record, "bottle") == ("nn", 0.75)
+    assert compute_curve.curve_summary(record).loc["bottle", "strongest probe"] == "brightness 0.990"

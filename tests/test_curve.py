@@ -89,8 +89,9 @@ def test_the_curve_figure_has_a_panel_per_category_the_detector_line_and_the_pap
     panels = [a for a in fig.axes if a.get_title()]
     assert [a.get_title() for a in panels] == ["bottle", "kolektor_sdd", "screw"]
     bottle, kolektor, screw = panels
-    assert 0.98 in [line.get_ydata()[0] for line in bottle.get_lines()]  # nn, the best on bottle
-    assert 0.9 in [line.get_ydata()[0] for line in screw.get_lines()]  # brightness, the best on screw
+    assert 0.98 in [line.get_ydata()[0] for line in bottle.get_lines()]  # nn, the best floor on bottle
+    assert 0.4 in [line.get_ydata()[0] for line in screw.get_lines()]  # nn: the probe brightness sets no bar
+    assert 0.9 not in [line.get_ydata()[0] for line in screw.get_lines()]
     stars = [line for line in bottle.get_lines() if line.get_marker() == "*"]
     assert len(stars) == 1 and stars[0].get_xdata()[0] == 1000 * 125  # the paper's budget
     assert not [line for line in kolektor.get_lines() if line.get_marker() == "*"]  # not in Table 1

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
-from maskad_core.study import paper
+from maskad_core.study import compute_curve, paper
 from maskad_core.study.seeds import MEAN
 
 WIDTH = 9.5  # inches: 1425 px at DPI
@@ -350,7 +350,7 @@ def compute_curve_figure(records: dict, *, paper_epochs: int, dpi: int = 150):
     snapshots against the images of that category the model has seen (log scale). ``records``:
     {training masking: a ``bench.records.curve`` record}. Solid: default score; dotted: the same
     weights scored with the other masking's test views; thin: eq. 1; grey dash-dot: the best
-    training-free detector of the first record; star: the paper's value at its budget (images seen
+    training-free floor of the first record (``compute_curve.best_detector``); star: the paper's value at its budget (images seen
     = ``paper_epochs`` x the category's training images), MVTec AD rows only."""
     first = next(iter(records.values()))
     categories = list(first["data"]["categories"])
@@ -372,13 +372,10 @@ def compute_curve_figure(records: dict, *, paper_epochs: int, dpi: int = 150):
                       label=f"trained {masking}, {other} test views")
             axis.plot(seen, [v["eq1"] for v in values], lw=0.8, color=color, alpha=0.6,
                       label=f"trained {masking}, eq. 1")
-        detectors = first.get("detectors", {})
-        scored = {m: rows_[category]["auroc"] for m, rows_ in detectors.items()
-                  if category in rows_ and rows_[category]["auroc"] is not None}
-        if scored:
-            best = max(scored, key=scored.get)
-            axis.axhline(scored[best], color="grey", ls="-.", lw=1.0, label="best training-free detector")
-            axis.annotate(best, (1.0, scored[best]), xycoords=("axes fraction", "data"), ha="right",
+        best = compute_curve.best_detector(first, category)
+        if best is not None:
+            axis.axhline(best[1], color="grey", ls="-.", lw=1.0, label="best training-free floor")
+            axis.annotate(best[0], (1.0, best[1]), xycoords=("axes fraction", "data"), ha="right",
                           va="bottom", fontsize=8, color="grey")
         if category in table1.index:
             total = split[category]["train"] + split[category]["held_out"]
