@@ -233,7 +233,7 @@ def markdown_real(result: dict) -> list[str]:
              f"Seeds: {', '.join(map(str, seeds))} (control arms: "
              f"{', '.join(map(str, control_seeds))}). Each cell: mean over training seeds ± their "
              "standard deviation, then the 95% bootstrap interval over test images of the seed "
-             "mean. KolektorSDD is outside the paper's Table 1. The targets' rule (the issue's): "
+             "mean. KolektorSDD is outside the paper's Table 1. The benchmark targets' rule (seed spread alone): "
              f"{result['rule']}. The book's rule, beside it: {result.get('book_rule', '—')}.", ""]
     header = ("| category | arm | control | default score | eq. 1 | encoder-token NN (beyond the "
               "paper) | pixel AUROC | paper |")
