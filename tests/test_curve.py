@@ -10,12 +10,17 @@ from train_fixtures import make_mvtec_tree
 from bench.records import curve
 
 
+def _overrides(root) -> list[str]:
+    """The smoke profile on the tiny two-category tree, every image used."""
+    return [f"data_root={root}", "categories=[stripes, waves]", "max_train_images_per_category=null",
+            "max_test_images_per_category=null", "batch_size=4"]
+
+
 def test_a_tiny_run_keeps_and_scores_every_snapshot(tmp_path, monkeypatch):
     monkeypatch.setenv("MASKAD_HOME", str(tmp_path / "home"))
     root = make_mvtec_tree(tmp_path / "data", n_train=10)
     out = tmp_path / "out"
-    overrides = [f"data_root={root}", "categories=[stripes, waves]", "max_train_images_per_category=null",
-                 "max_test_images_per_category=null", "batch_size=4"]
+    overrides = _overrides(root)
     record = curve.measure("smoke", 5, 0, "complementary", out, overrides)
     assert record["snapshots"] == [1, 2, 5]
     assert [p["epoch"] for p in record["points"]] == [1, 2, 5]
@@ -53,8 +58,7 @@ def test_finishing_a_record_adds_the_detectors_and_a_reconstruction_strip(tmp_pa
     monkeypatch.setenv("MASKAD_HOME", str(tmp_path / "home"))
     root = make_mvtec_tree(tmp_path / "data", n_train=10)
     out = tmp_path / "out"
-    overrides = [f"data_root={root}", "categories=[stripes, waves]", "max_train_images_per_category=null",
-                 "max_test_images_per_category=null", "batch_size=4"]
+    overrides = _overrides(root)
     curve.measure("smoke", 2, 0, "random", out, overrides)
     assert curve.main(["--finish", str(out / "curve-smoke-random-seed0.json")]) == 0
     record = json.loads((out / "curve-smoke-random-seed0.json").read_text())
